@@ -1,0 +1,74 @@
+//! The sandboxed WebAssembly runtime for reducers.
+//!
+//! One [`Runtime`] owns the wasmtime engine, the linker that satisfies a
+//! reducer's imports while granting nothing, and the epoch ticker that
+//! enforces call deadlines. [`Runtime::load`] validates uploaded bytes and
+//! compiles them once into a [`Reducer`] (one per version, the sha256 of the
+//! bytes). Every reduction gets a fresh store through [`Reducer::start`] or
+//! [`Reducer::resume`], folds [`EventBatch`]es, and ends with
+//! [`Fold::finish`]. A trapped store is discarded, never reused.
+//!
+//! Files: `limits` (the configurable bounds), `engine` (wasmtime set-up),
+//! `epoch` (the deadline ticker), `sandbox` (per-store state: WASI with no
+//! capabilities, memory limiter, captured stderr), `output` (the bounded
+//! pipe behind stdout/stderr), `validate` (admission of uploaded bytes),
+//! `reducer` (compiled versions and folds), `batch` (the packed event batch),
+//! `error` (typed failures), `version` (content hashes), `bindings` (the
+//! generated WIT bindings).
+
+mod batch;
+mod bindings;
+mod engine;
+mod epoch;
+mod error;
+mod limits;
+mod output;
+mod reducer;
+mod sandbox;
+mod validate;
+mod version;
+
+use std::sync::Arc;
+
+pub use batch::EventBatch;
+pub use error::{FailureKind, InvalidComponent, ReducerError, RuntimeError};
+pub use limits::Limits;
+pub use reducer::{CachingPolicy, Fold, Folded, Reducer};
+pub use version::Version;
+
+/// Runs reducers: compiles them once per version and executes folds in
+/// fresh, bounded sandboxes. Cheap to clone; clones share one engine.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<engine::Shared>,
+}
+
+impl Runtime {
+    /// A runtime enforcing `limits` on every reducer it runs.
+    ///
+    /// Starts one background thread that advances the engine's epoch every
+    /// `limits.epoch_tick`; it stops when the last clone of the runtime and
+    /// of every [`Reducer`] it loaded is dropped.
+    pub fn new(limits: Limits) -> Result<Self, RuntimeError> {
+        Ok(Self {
+            shared: Arc::new(engine::Shared::new(limits)?),
+        })
+    }
+
+    /// The limits this runtime enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    /// Validates `bytes` as a reducer component and compiles it.
+    ///
+    /// Checks, in order: the size cap, that the bytes compile, that every
+    /// import is on the allowlist, that the component exports the
+    /// `eventlogs:reducer/reducer@0.1.0` interface with the expected types,
+    /// and that a fresh aggregate can be created and serialised. Compiling
+    /// takes milliseconds to a second for large components, so call it off
+    /// the async executor.
+    pub fn load(&self, bytes: &[u8]) -> Result<Reducer, InvalidComponent> {
+        validate::load(&self.shared, bytes)
+    }
+}

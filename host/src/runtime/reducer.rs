@@ -1,0 +1,253 @@
+//! A compiled reducer version, and one fold running in its own sandbox.
+
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::ResourceAny;
+
+use super::batch::EventBatch;
+use super::bindings::{ReducerComponent, ReducerComponentPre, wit};
+use super::engine::Shared;
+use super::error::{FailureKind, ReducerError};
+use super::sandbox::Sandbox;
+use super::version::Version;
+
+/// One validated, compiled and pre-instantiated reducer version. Cheap to
+/// clone; clones share the compiled code. A fold started from it keeps it
+/// alive, so swapping the active version never disturbs folds in flight.
+#[derive(Clone)]
+pub struct Reducer {
+    version: Version,
+    pre: ReducerComponentPre<Sandbox>,
+    shared: Arc<Shared>,
+}
+
+/// Whether an aggregate may be cached, as the reducer decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachingPolicy {
+    /// Cache it.
+    Cache,
+    /// Do not cache it.
+    Skip,
+}
+
+/// The end of a fold: the aggregate and its caching policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folded {
+    /// The aggregate, as validated JSON text.
+    pub json: String,
+    /// Whether the reducer allows caching it.
+    pub caching: CachingPolicy,
+}
+
+impl Reducer {
+    pub(crate) fn new(
+        version: Version,
+        pre: ReducerComponentPre<Sandbox>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            version,
+            pre,
+            shared,
+        }
+    }
+
+    /// This reducer's version: the sha256 of its component bytes.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Starts a fold from the initial aggregate of an empty log, in a fresh
+    /// sandbox.
+    pub fn start(&self) -> Result<Fold, ReducerError> {
+        let (mut store, bindings) = self.instantiate()?;
+        let aggregate = call(&mut store, &self.shared, self.version, |store| {
+            bindings
+                .eventlogs_reducer_reducer()
+                .aggregate()
+                .call_constructor(store)
+                .map(Ok)
+        })?;
+        Ok(self.fold(store, bindings, aggregate))
+    }
+
+    /// Starts a fold from an aggregate this same version serialised before
+    /// (a cached reduction), in a fresh sandbox.
+    pub fn resume(&self, state: &[u8]) -> Result<Fold, ReducerError> {
+        let (mut store, bindings) = self.instantiate()?;
+        let aggregate = call(&mut store, &self.shared, self.version, |store| {
+            bindings
+                .eventlogs_reducer_reducer()
+                .aggregate()
+                .call_from_json(store, state)
+        })?;
+        Ok(self.fold(store, bindings, aggregate))
+    }
+
+    fn instantiate(&self) -> Result<(Store<Sandbox>, ReducerComponent), ReducerError> {
+        let mut store = Sandbox::store(&self.shared);
+        store.set_epoch_deadline(self.shared.limits.deadline_ticks());
+        match self.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok((store, bindings)),
+            Err(error) => {
+                let kind = if error.is::<wasmtime::Trap>() {
+                    FailureKind::trapped(&error, store.data(), &self.shared.limits)
+                } else {
+                    FailureKind::Instantiation(format!("{error:#}"))
+                };
+                Err(ReducerError {
+                    version: self.version,
+                    kind,
+                })
+            }
+        }
+    }
+
+    fn fold(
+        &self,
+        store: Store<Sandbox>,
+        bindings: ReducerComponent,
+        aggregate: ResourceAny,
+    ) -> Fold {
+        Fold {
+            version: self.version,
+            shared: self.shared.clone(),
+            store,
+            bindings,
+            aggregate,
+            failed: None,
+        }
+    }
+}
+
+/// One fold in progress: an aggregate living inside a fresh reducer
+/// instance. Feed it batches with [`Fold::apply`], then [`Fold::finish`].
+/// After any failure the instance is never entered again: every later call
+/// returns the first failure.
+pub struct Fold {
+    version: Version,
+    shared: Arc<Shared>,
+    store: Store<Sandbox>,
+    bindings: ReducerComponent,
+    aggregate: ResourceAny,
+    failed: Option<ReducerError>,
+}
+
+impl Fold {
+    /// The reducer version folding.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Folds the events of `batch` into the aggregate, in order.
+    pub fn apply(&mut self, batch: &EventBatch) -> Result<(), ReducerError> {
+        self.guarded(|bindings, aggregate, store| {
+            bindings.eventlogs_reducer_reducer().aggregate().call_fold(
+                store,
+                aggregate,
+                batch.as_wit(),
+            )
+        })
+    }
+
+    /// The aggregate as JSON, checked against the output cap and for
+    /// validity.
+    pub fn to_json(&mut self) -> Result<String, ReducerError> {
+        let bytes = self.guarded(|bindings, aggregate, store| {
+            bindings
+                .eventlogs_reducer_reducer()
+                .aggregate()
+                .call_to_json(store, aggregate)
+        })?;
+        let limit = self.shared.limits.output_bytes;
+        let checked = if bytes.len() > limit {
+            Err(FailureKind::OutputTooLarge {
+                size: bytes.len(),
+                limit,
+            })
+        } else {
+            String::from_utf8(bytes)
+                .map_err(|e| FailureKind::InvalidOutput(e.to_string()))
+                .and_then(
+                    |json| match serde_json::from_str::<serde::de::IgnoredAny>(&json) {
+                        Ok(_) => Ok(json),
+                        Err(e) => Err(FailureKind::InvalidOutput(e.to_string())),
+                    },
+                )
+        };
+        checked.map_err(|kind| self.fail(kind))
+    }
+
+    /// Whether the reducer allows caching the aggregate as it is now.
+    pub fn caching_policy(&mut self) -> Result<CachingPolicy, ReducerError> {
+        let policy = self.guarded(|bindings, aggregate, store| {
+            bindings
+                .eventlogs_reducer_reducer()
+                .aggregate()
+                .call_caching_policy(store, aggregate)
+                .map(Ok)
+        })?;
+        Ok(match policy {
+            wit::CachingPolicy::Cache => CachingPolicy::Cache,
+            wit::CachingPolicy::Skip => CachingPolicy::Skip,
+        })
+    }
+
+    /// Ends the fold: the aggregate's JSON and its caching policy.
+    pub fn finish(mut self) -> Result<Folded, ReducerError> {
+        let json = self.to_json()?;
+        let caching = self.caching_policy()?;
+        Ok(Folded { json, caching })
+    }
+
+    fn guarded<R>(
+        &mut self,
+        f: impl FnOnce(
+            &ReducerComponent,
+            ResourceAny,
+            &mut Store<Sandbox>,
+        ) -> wasmtime::Result<Result<R, wit::ReducerError>>,
+    ) -> Result<R, ReducerError> {
+        if let Some(failed) = &self.failed {
+            return Err(failed.clone());
+        }
+        let (bindings, aggregate) = (&self.bindings, self.aggregate);
+        let result = call(&mut self.store, &self.shared, self.version, |store| {
+            f(bindings, aggregate, store)
+        });
+        if let Err(error) = &result {
+            self.failed = Some(error.clone());
+        }
+        result
+    }
+
+    fn fail(&mut self, kind: FailureKind) -> ReducerError {
+        let error = ReducerError {
+            version: self.version,
+            kind,
+        };
+        self.failed = Some(error.clone());
+        error
+    }
+}
+
+/// Runs one call into the guest under a fresh deadline and sorts the
+/// outcome into the reducer's own error and a trap.
+fn call<R>(
+    store: &mut Store<Sandbox>,
+    shared: &Shared,
+    version: Version,
+    f: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<Result<R, wit::ReducerError>>,
+) -> Result<R, ReducerError> {
+    store.set_epoch_deadline(shared.limits.deadline_ticks());
+    let kind = match f(store) {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(reported)) => FailureKind::reported(reported),
+        Err(trap) => FailureKind::trapped(&trap, store.data(), &shared.limits),
+    };
+    if kind.is_trap() {
+        tracing::debug!(%version, kind = kind.name(), "reducer trapped; discarding its instance");
+    }
+    Err(ReducerError { version, kind })
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the runtime's integration tests.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use eventlogs_host::runtime::{EventBatch, Limits, Reducer, Runtime};
+
+/// Where `scripts/build-plugins` puts the compiled example reducers and
+/// fixtures (override with `EVENTLOGS_PLUGIN_DIR`).
+pub fn plugin_dir() -> PathBuf {
+    match std::env::var_os("EVENTLOGS_PLUGIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin"),
+    }
+}
+
+/// The bytes of a compiled plugin, e.g. `payment` or `fixture_panicking`.
+pub fn plugin(name: &str) -> Vec<u8> {
+    let path = plugin_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}); build the plugins first with scripts/build-plugins",
+            path.display()
+        )
+    })
+}
+
+/// A runtime with default limits except those `adjust` changes.
+pub fn runtime(adjust: impl FnOnce(&mut Limits)) -> Runtime {
+    let mut limits = Limits::default();
+    adjust(&mut limits);
+    Runtime::new(limits).expect("runtime starts")
+}
+
+/// Loads a plugin that must pass validation.
+pub fn load(runtime: &Runtime, name: &str) -> Reducer {
+    runtime
+        .load(&plugin(name))
+        .unwrap_or_else(|e| panic!("{name} should load: {e}"))
+}
+
+/// A batch of JSON events starting at `first_index`.
+pub fn batch(first_index: u64, payloads: &[String]) -> EventBatch {
+    let mut batch = EventBatch::default();
+    for (i, payload) in payloads.iter().enumerate() {
+        let index = first_index + i as u64;
+        batch
+            .push(
+                index,
+                1_700_000_000_000_000 + index as i64,
+                payload.as_bytes(),
+            )
+            .expect("small batch");
+    }
+    batch
+}
+
+/// The resident set size of this process, in KiB (Linux).
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line")
+}

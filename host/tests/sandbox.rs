@@ -1,0 +1,142 @@
+//! Hostile reducers fail one call each, with their own typed error and
+//! within their bound; the runtime and every other reducer carry on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{batch, load, rss_kib, runtime};
+use eventlogs_host::runtime::{FailureKind, Reducer, Runtime};
+
+fn one_event() -> Vec<String> {
+    vec![r#"{"anything":1}"#.to_owned()]
+}
+
+/// Folds one event with `reducer` and returns the failure.
+fn fail(reducer: &Reducer) -> FailureKind {
+    let mut fold = reducer.start().expect("instantiates");
+    let err = fold
+        .apply(&batch(0, &one_event()))
+        .and_then(|()| fold.to_json().map(drop))
+        .expect_err("hostile reducer must fail");
+    assert_eq!(err.version, reducer.version());
+    // A failed instance is never entered again.
+    assert_eq!(fold.apply(&batch(1, &one_event())), Err(err.clone()));
+    err.kind
+}
+
+/// A normal fold on the same runtime still works.
+fn still_serves(rt: &Runtime) {
+    let counter = load(rt, "counter");
+    let mut fold = counter.start().unwrap();
+    fold.apply(&batch(0, &[r#"{}"#.to_owned(), r#"[1,2]"#.to_owned()]))
+        .unwrap();
+    assert_eq!(fold.finish().unwrap().json, r#"{"count":2}"#);
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_its_deadline() {
+    let timeout = Duration::from_millis(200);
+    let tick = Duration::from_millis(10);
+    let rt = runtime(|l| {
+        l.call_timeout = timeout;
+        l.epoch_tick = tick;
+    });
+    let spinner = load(&rt, "fixture_infinite_loop");
+    let mut fold = spinner.start().unwrap();
+    let started = Instant::now();
+    let err = fold.apply(&batch(0, &one_event())).unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.kind, FailureKind::Timeout(timeout));
+    assert!(err.kind.is_trap());
+    println!("loop stopped after {elapsed:?} (deadline {timeout:?}, tick {tick:?})");
+    assert!(elapsed >= timeout - tick, "stopped early: {elapsed:?}");
+    // One tick of lateness is the design bound; the rest is allowance for a
+    // loaded two-core machine descheduling the ticker thread.
+    assert!(
+        elapsed <= timeout + tick + Duration::from_millis(40),
+        "stopped late: {elapsed:?}"
+    );
+    still_serves(&rt);
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_cap() {
+    let rt = runtime(|l| l.memory_bytes = 16 << 20);
+    let kind = fail(&load(&rt, "fixture_memory_hog"));
+    assert_eq!(kind, FailureKind::OutOfMemory(16 << 20));
+    still_serves(&rt);
+}
+
+#[test]
+fn unbounded_recursion_hits_the_stack_cap() {
+    let rt = runtime(|_| {});
+    let kind = fail(&load(&rt, "fixture_deep_recursion"));
+    assert_eq!(kind, FailureKind::StackOverflow(512 << 10));
+    still_serves(&rt);
+}
+
+#[test]
+fn a_panic_is_reported_with_its_message() {
+    let rt = runtime(|_| {});
+    match fail(&load(&rt, "fixture_panicking")) {
+        FailureKind::Panic(message) => {
+            assert!(
+                message.starts_with("grenade went off at event 0"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a panic, got {other}"),
+    }
+    still_serves(&rt);
+}
+
+#[test]
+fn an_oversized_aggregate_is_refused() {
+    let rt = runtime(|l| l.output_bytes = 1 << 20);
+    match fail(&load(&rt, "fixture_oversized_aggregate")) {
+        FailureKind::OutputTooLarge { size, limit } => {
+            assert_eq!(limit, 1 << 20);
+            assert!(size > 6 << 20, "{size}");
+        }
+        other => panic!("expected output too large, got {other}"),
+    }
+    still_serves(&rt);
+}
+
+#[test]
+fn a_thousand_hostile_calls_leave_memory_flat() {
+    let rt = runtime(|l| {
+        l.memory_bytes = 16 << 20;
+        l.output_bytes = 1 << 20;
+        l.call_timeout = Duration::from_millis(20);
+    });
+    let hostile: Vec<Reducer> = [
+        "fixture_panicking",
+        "fixture_memory_hog",
+        "fixture_deep_recursion",
+        "fixture_oversized_aggregate",
+        "fixture_infinite_loop",
+    ]
+    .iter()
+    .map(|name| load(&rt, name))
+    .collect();
+    let mut rounds = hostile.iter().cycle();
+    // Warm up: let the pooling allocator and the allocator reach their
+    // steady state before measuring.
+    for reducer in rounds.by_ref().take(100) {
+        fail(reducer);
+    }
+    let before = rss_kib();
+    for reducer in rounds.take(1000) {
+        let kind = fail(reducer);
+        assert!(kind.is_trap(), "{kind}");
+    }
+    let after = rss_kib();
+    println!("RSS before 1000 hostile calls: {before} KiB, after: {after} KiB");
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    still_serves(&rt);
+}
