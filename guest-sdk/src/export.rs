@@ -22,6 +22,10 @@ use bindings::exports::eventlogs::reducer::reducer as wit;
 use bindings::exports::eventlogs::reducer::reducer as wit_types;
 
 pub use bindings::export_reducer_component;
+
+#[cfg(all(feature = "fast-alloc", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 pub use wit::Guest;
 
 /// The exported interface, implemented once for every [`Aggregate`].
