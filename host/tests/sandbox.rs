@@ -140,3 +140,39 @@ fn a_thousand_hostile_calls_leave_memory_flat() {
     );
     still_serves(&rt);
 }
+
+#[test]
+fn a_runaway_reducer_does_not_hold_up_folds_on_other_threads() {
+    let rt = runtime(|l| l.call_timeout = Duration::from_millis(500));
+    let spinner = load(&rt, "fixture_infinite_loop");
+    let counter = load(&rt, "counter");
+    let runaway = std::thread::spawn(move || fail(&spinner));
+    let started = Instant::now();
+    let mut folds = 0;
+    while !runaway.is_finished() {
+        let mut fold = counter.start().unwrap();
+        fold.apply(&batch(0, &one_event())).unwrap();
+        assert_eq!(fold.finish().unwrap().json, r#"{"count":1}"#);
+        folds += 1;
+    }
+    assert_eq!(
+        runaway.join().unwrap(),
+        FailureKind::Timeout(Duration::from_millis(500))
+    );
+    println!(
+        "{folds} folds completed in {:?} beside a runaway reducer",
+        started.elapsed()
+    );
+    assert!(folds > 10, "only {folds} folds beside the runaway reducer");
+}
+
+#[test]
+fn exhausting_instance_slots_is_a_clear_error_and_recovers() {
+    let rt = runtime(|l| l.max_instances = 4);
+    let counter = load(&rt, "counter");
+    let held: Vec<_> = (0..4).map(|_| counter.start().unwrap()).collect();
+    let err = counter.start().err().expect("no slot left");
+    assert!(matches!(err.kind, FailureKind::Instantiation(_)), "{err}");
+    drop(held);
+    still_serves(&rt);
+}
