@@ -2,9 +2,14 @@
 //!
 //! Layout: `runtime` runs reducers — sandboxed WebAssembly components that
 //! fold a log's events into an aggregate — and knows nothing about where
-//! events are stored. Storage, caching, the log manager and the HTTP API
-//! build on it and live in their own modules.
+//! events are stored. `store` keeps logs and events (PostgreSQL, or SQLite
+//! embedded) and knows nothing about WebAssembly; `log_id` names logs.
+//! Caching, the log manager and the HTTP API build on these.
 
 #![deny(missing_docs)]
 
+mod log_id;
 pub mod runtime;
+pub mod store;
+
+pub use log_id::{LogId, ParseLogIdError};

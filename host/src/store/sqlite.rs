@@ -1,0 +1,272 @@
+//! The embedded event store on SQLite: the default when no database is
+//! configured, so a newcomer runs eventlogs with nothing installed.
+//!
+//! Writers take SQLite's write lock at the start of their transaction
+//! (`BEGIN IMMEDIATE`), so an expected-index check and the insert that
+//! follows cannot interleave with another writer; the primary key
+//! `(log_id, idx)` still backs the rule. Timestamps come from the host's
+//! clock, which is the server's clock here.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{Append, Appended, Create, EventStore, LogInfo, StoreError, StoredEvent, fingerprint};
+use crate::LogId;
+
+/// An [`EventStore`] in an SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://FILE` or
+    /// `sqlite::memory:`), in WAL mode, and applies the migrations in
+    /// `migrations/sqlite`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(unavailable)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    async fn write(
+        &self,
+        log_id: LogId,
+        create: Option<&str>,
+        events: &[Value],
+        expected_last_index: Option<u64>,
+        key: Option<(&str, Vec<u8>)>,
+    ) -> Result<Appended, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        if let Some((key, print)) = &key
+            && let Some(replay) = replayed(&mut tx, key, print).await?
+        {
+            return Err(replay);
+        }
+        let now = now_micros();
+        let first_index = match create {
+            Some(reducer) => {
+                let inserted = sqlx::query(
+                    "INSERT INTO logs (log_id, reducer, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(log_id.as_uuid())
+                .bind(reducer)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                if inserted.rows_affected() == 0 {
+                    return Err(StoreError::LogExists(log_id));
+                }
+                0
+            }
+            None => match (expected_last_index, last_index(&mut tx, log_id).await?) {
+                (Some(expected), Some(last)) if expected != last => {
+                    return Err(StoreError::ConcurrentAppend {
+                        current_last_index: last,
+                    });
+                }
+                (_, Some(last)) => last + 1,
+                (_, None) => return Err(StoreError::LogNotFound(log_id)),
+            },
+        };
+        let last_index = first_index + events.len() as u64 - 1;
+        for (index, event) in (first_index..).zip(events) {
+            sqlx::query(
+                "INSERT INTO events (log_id, idx, recorded_at, payload) VALUES (?, ?, ?, ?)",
+            )
+            .bind(log_id.as_uuid())
+            .bind(index as i64)
+            .bind(now)
+            .bind(event.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        if let Some((key, print)) = &key {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (idempotency_key, fingerprint, log_id, first_index, last_index)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(*key)
+            .bind(print)
+            .bind(log_id.as_uuid())
+            .bind(first_index as i64)
+            .bind(last_index as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Appended {
+            log_id,
+            first_index,
+            last_index,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn create(&self, request: Create<'_>) -> Result<Appended, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::NoEvents);
+        }
+        let key = request.idempotency_key.map(|key| {
+            (
+                key,
+                fingerprint("create", request.log_id, request.reducer, request.events),
+            )
+        });
+        self.write(
+            request.log_id,
+            Some(request.reducer),
+            request.events,
+            None,
+            key,
+        )
+        .await
+    }
+
+    async fn append(&self, request: Append<'_>) -> Result<Appended, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::NoEvents);
+        }
+        let key = request.idempotency_key.map(|key| {
+            (
+                key,
+                fingerprint("append", request.log_id, "", request.events),
+            )
+        });
+        self.write(
+            request.log_id,
+            None,
+            request.events,
+            request.expected_last_index,
+            key,
+        )
+        .await
+    }
+
+    async fn log(&self, log_id: LogId) -> Result<LogInfo, StoreError> {
+        let row: Option<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT reducer, created_at, (SELECT max(idx) FROM events WHERE events.log_id = logs.log_id)
+             FROM logs WHERE log_id = ?",
+        )
+        .bind(log_id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let (reducer, created_at, last) = row.ok_or(StoreError::LogNotFound(log_id))?;
+        Ok(LogInfo {
+            log_id,
+            reducer,
+            created_at,
+            last_index: last.unwrap_or(0) as u64,
+        })
+    }
+
+    async fn events(
+        &self,
+        log_id: LogId,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT idx, recorded_at, payload FROM events WHERE log_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
+        )
+        .bind(log_id.as_uuid())
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if rows.is_empty() {
+            self.log(log_id).await?;
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(index, recorded_at, payload)| StoredEvent {
+                index: index as u64,
+                recorded_at,
+                payload,
+            })
+            .collect())
+    }
+}
+
+async fn replayed(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &str,
+    print: &[u8],
+) -> Result<Option<StoreError>, StoreError> {
+    let row: Option<(Vec<u8>, Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT fingerprint, log_id, first_index, last_index FROM idempotency_keys WHERE idempotency_key = ?",
+    )
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(row.map(|(stored, log_id, first, last)| {
+        if stored == print {
+            StoreError::IdempotentReplay(Appended {
+                log_id: log_id.into(),
+                first_index: first as u64,
+                last_index: last as u64,
+            })
+        } else {
+            StoreError::IdempotencyKeyReused
+        }
+    }))
+}
+
+async fn last_index(
+    tx: &mut Transaction<'static, Sqlite>,
+    log_id: LogId,
+) -> Result<Option<u64>, StoreError> {
+    let row: Option<(Option<i64>,)> = sqlx::query_as(
+        "SELECT (SELECT max(idx) FROM events WHERE log_id = ?1) FROM logs WHERE log_id = ?1",
+    )
+    .bind(log_id.as_uuid())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(row.map(|(last,)| last.unwrap_or(0) as u64))
+}
+
+fn now_micros() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
