@@ -1,0 +1,80 @@
+//! Reduction caches: where folded aggregates are kept so the next reduction
+//! folds only the events after them.
+//!
+//! A cache is an optimisation that must never make a result wrong or a
+//! request fail, so callers treat every [`CacheError`] as a miss. Keys name
+//! the reducer *version*, so a newly deployed reducer never reads what an
+//! older one folded. [`redis::RedisCache`] is for production,
+//! [`memory::MemoryCache`] the embedded default.
+
+pub mod memory;
+pub mod redis;
+
+mod entry;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::LogId;
+use crate::runtime::Version;
+
+/// What names one cached reduction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// The reducer name the log is bound to.
+    pub reducer: String,
+    /// The reducer version that folded the aggregate.
+    pub version: Version,
+    /// The log.
+    pub log_id: LogId,
+}
+
+impl CacheKey {
+    /// The key's text form, under `prefix`.
+    pub fn to_text(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}reduction:{}:{}:{}",
+            self.reducer, self.version, self.log_id
+        )
+    }
+}
+
+/// A cached aggregate and how far into the log it reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedReduction {
+    /// Index of the last event folded into `aggregate`.
+    pub through_index: u64,
+    /// When it was folded: microseconds since the Unix epoch, UTC.
+    pub reduced_at: i64,
+    /// The aggregate's JSON.
+    pub aggregate: String,
+}
+
+/// Why a cache operation did not complete. Callers log it, count it, and
+/// carry on without the cache.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheError {
+    /// The cache could not be reached, or did not answer in time.
+    #[error("reduction cache unavailable: {0}")]
+    Unavailable(String),
+    /// The stored entry does not decode.
+    #[error("corrupt reduction cache entry: {0}")]
+    Corrupt(String),
+}
+
+/// Storage of reductions.
+#[async_trait]
+pub trait ReductionCache: Send + Sync {
+    /// The cached reduction under `key`, if any.
+    async fn get(&self, key: &CacheKey) -> Result<Option<CachedReduction>, CacheError>;
+
+    /// Stores `reduction` under `key`, replacing any entry, expiring after
+    /// `ttl` if given.
+    async fn put(
+        &self,
+        key: &CacheKey,
+        reduction: &CachedReduction,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError>;
+}

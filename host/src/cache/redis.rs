@@ -1,0 +1,78 @@
+//! The production reduction cache on Redis (or Redis Cluster).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{CacheError, CacheKey, CachedReduction, ReductionCache, entry};
+
+/// How long one cache operation may take before it counts as a miss.
+const TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A [`ReductionCache`] on Redis. Connects lazily and reconnects on its
+/// own; while Redis is away every call fails fast with
+/// [`CacheError::Unavailable`].
+#[derive(Clone)]
+pub struct RedisCache {
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisCache {
+    /// A cache at `url` (`redis://HOST:PORT/DB`), with every key under
+    /// `prefix` (e.g. `eventlogs:`). Does not wait for Redis to be up.
+    pub fn new(url: &str, prefix: &str) -> Result<Self, CacheError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            .set_number_of_retries(1);
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Ok(Self {
+            connection,
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl ReductionCache for RedisCache {
+    async fn get(&self, key: &CacheKey) -> Result<Option<CachedReduction>, CacheError> {
+        let mut connection = self.connection.clone();
+        let bytes: Option<Vec<u8>> = bounded(connection.get(key.to_text(&self.prefix))).await?;
+        bytes.map(|b| entry::decode(&b)).transpose()
+    }
+
+    async fn put(
+        &self,
+        key: &CacheKey,
+        reduction: &CachedReduction,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
+        let mut connection = self.connection.clone();
+        let (key, value) = (key.to_text(&self.prefix), entry::encode(reduction));
+        match ttl {
+            Some(ttl) => {
+                bounded(connection.pset_ex(key, value, ttl.as_millis().max(1) as u64)).await
+            }
+            None => bounded(connection.set(key, value)).await,
+        }
+    }
+}
+
+/// Runs one Redis call under [`TIMEOUT`], whatever the connection does.
+async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, CacheError> {
+    match tokio::time::timeout(TIMEOUT, call).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(CacheError::Unavailable(format!(
+            "no answer within {TIMEOUT:?}"
+        ))),
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> CacheError {
+    CacheError::Unavailable(error.to_string())
+}
