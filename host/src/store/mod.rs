@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod sqlite;
 
 mod fingerprint;
+mod write;
 
 use async_trait::async_trait;
 use serde_json::Value;

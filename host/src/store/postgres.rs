@@ -5,12 +5,11 @@
 //! query names one `log_id` (the idempotency-key lookup excepted).
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
 
-use super::{Append, Appended, Create, EventStore, LogInfo, StoreError, StoredEvent, fingerprint};
+use super::write::{KeyRow, Write, earlier_outcome, stored_events, unavailable};
+use super::{Append, Appended, Create, EventStore, LogInfo, StoreError, StoredEvent};
 use crate::LogId;
 
 /// How often an append without an expected index retries after losing a
@@ -50,25 +49,16 @@ impl PostgresStore {
 
     /// One write attempt. A conflict with a key present may be a concurrent
     /// twin of this very request that committed first: then it is a replay.
-    async fn write(
-        &self,
-        log_id: LogId,
-        create: Option<&str>,
-        events: &[Value],
-        expected_last_index: Option<u64>,
-        key: Option<(&str, Vec<u8>)>,
-    ) -> Result<Appended, StoreError> {
-        let result = self
-            .write_once(log_id, create, events, expected_last_index, key.clone())
-            .await;
-        match (&result, &key) {
+    async fn write(&self, write: &Write<'_>) -> Result<Appended, StoreError> {
+        let result = self.write_once(write).await;
+        match (&result, &write.key) {
             (
                 Err(StoreError::LogExists(_) | StoreError::ConcurrentAppend { .. }),
                 Some((key, print)),
             ) => {
                 let mut tx = self.pool.begin().await.map_err(unavailable)?;
-                match replayed(&mut tx, key, print).await? {
-                    Some(replay) => Err(replay),
+                match earlier_outcome(key_row(&mut tx, key).await?, print) {
+                    Some(earlier) => Err(earlier),
                     None => result,
                 }
             }
@@ -76,96 +66,75 @@ impl PostgresStore {
         }
     }
 
-    async fn write_once(
-        &self,
-        log_id: LogId,
-        create: Option<&str>,
-        events: &[Value],
-        expected_last_index: Option<u64>,
-        key: Option<(&str, Vec<u8>)>,
-    ) -> Result<Appended, StoreError> {
+    async fn write_once(&self, write: &Write<'_>) -> Result<Appended, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        if let Some((key, print)) = &key
-            && let Some(replay) = replayed(&mut tx, key, print).await?
+        if let Some((key, print)) = &write.key
+            && let Some(earlier) = earlier_outcome(key_row(&mut tx, key).await?, print)
         {
-            return Err(replay);
+            return Err(earlier);
         }
-        let first_index = match create {
+        let first_index = match write.create {
             Some(reducer) => {
                 let inserted = sqlx::query(
                     "INSERT INTO logs (log_id, reducer) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 )
-                .bind(log_id.as_uuid())
+                .bind(write.log_id.as_uuid())
                 .bind(reducer)
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
                 if inserted.rows_affected() == 0 {
-                    return Err(StoreError::LogExists(log_id));
+                    return Err(StoreError::LogExists(write.log_id));
                 }
                 0
             }
-            None => {
-                let last = last_index(&mut tx, log_id).await?;
-                match (expected_last_index, last) {
-                    (Some(expected), Some(last)) if expected != last => {
-                        return Err(StoreError::ConcurrentAppend {
-                            current_last_index: last,
-                        });
-                    }
-                    (_, Some(last)) => last + 1,
-                    (_, None) => return Err(StoreError::LogNotFound(log_id)),
-                }
-            }
+            None => write.first_index(last_index(&mut tx, write.log_id).await?)?,
         };
-        let last_index = first_index + events.len() as u64 - 1;
-        let indexes: Vec<i64> = (first_index..=last_index).map(|i| i as i64).collect();
+        let appended = write.appended(first_index);
+        let indexes: Vec<i64> = (appended.first_index..=appended.last_index)
+            .map(|i| i as i64)
+            .collect();
         let inserted = sqlx::query(
             "INSERT INTO events (log_id, idx, payload) SELECT $1, * FROM UNNEST($2::bigint[], $3::jsonb[])",
         )
-        .bind(log_id.as_uuid())
+        .bind(write.log_id.as_uuid())
         .bind(&indexes)
-        .bind(events)
+        .bind(write.events)
         .execute(&mut *tx)
         .await;
-        if let Err(error) = inserted {
-            if is_unique_violation(&error) {
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
                 drop(tx);
-                let current = self.log(log_id).await?.last_index;
+                let current = self.log(write.log_id).await?.last_index;
                 return Err(StoreError::ConcurrentAppend {
                     current_last_index: current,
                 });
             }
-            return Err(unavailable(error));
-        }
-        let appended = Appended {
-            log_id,
-            first_index,
-            last_index,
+            other => other.map_err(unavailable)?,
         };
-        if let Some((key, print)) = &key {
+        if let Some((key, print)) = &write.key {
+            // Only a request that committed this key meanwhile makes this
+            // insert fail; reported as a conflict, `write` then finds that
+            // request's key and answers with its outcome.
             let stored = sqlx::query(
                 "INSERT INTO idempotency_keys (idempotency_key, fingerprint, log_id, first_index, last_index)
                  VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(*key)
             .bind(print)
-            .bind(log_id.as_uuid())
-            .bind(first_index as i64)
-            .bind(last_index as i64)
+            .bind(write.log_id.as_uuid())
+            .bind(appended.first_index as i64)
+            .bind(appended.last_index as i64)
             .execute(&mut *tx)
             .await;
-            if let Err(error) = stored {
-                if is_unique_violation(&error) {
-                    // A concurrent request with the same key committed first.
-                    drop(tx);
-                    let mut tx = self.pool.begin().await.map_err(unavailable)?;
-                    return Err(replayed(&mut tx, key, print)
-                        .await?
-                        .unwrap_or(StoreError::IdempotencyKeyReused));
+            match stored {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::ConcurrentAppend {
+                        current_last_index: appended.first_index,
+                    });
                 }
-                return Err(unavailable(error));
-            }
+                other => other.map_err(unavailable)?,
+            };
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(appended)
@@ -175,51 +144,18 @@ impl PostgresStore {
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn create(&self, request: Create<'_>) -> Result<Appended, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::NoEvents);
-        }
-        let key = request.idempotency_key.map(|key| {
-            (
-                key,
-                fingerprint("create", request.log_id, request.reducer, request.events),
-            )
-        });
-        self.write(
-            request.log_id,
-            Some(request.reducer),
-            request.events,
-            None,
-            key,
-        )
-        .await
+        self.write(&Write::create(request)?).await
     }
 
     async fn append(&self, request: Append<'_>) -> Result<Appended, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::NoEvents);
-        }
-        let key = request.idempotency_key.map(|key| {
-            (
-                key,
-                fingerprint("append", request.log_id, "", request.events),
-            )
-        });
+        let write = Write::append(request)?;
         let mut attempts = 0;
         loop {
-            let result = self
-                .write(
-                    request.log_id,
-                    None,
-                    request.events,
-                    request.expected_last_index,
-                    key.clone(),
-                )
-                .await;
-            match result {
+            match self.write(&write).await {
                 // Without an expectation, losing the race for the next index
                 // is not the caller's concern: take the next one.
                 Err(StoreError::ConcurrentAppend { .. })
-                    if request.expected_last_index.is_none() && attempts < APPEND_RETRIES =>
+                    if write.expected_last_index.is_none() && attempts < APPEND_RETRIES =>
                 {
                     attempts += 1;
                 }
@@ -254,7 +190,7 @@ impl EventStore for PostgresStore {
         from: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+        let rows = sqlx::query_as(
             "SELECT idx, (extract(epoch FROM recorded_at) * 1000000)::bigint, payload::text
              FROM events WHERE log_id = $1 AND idx >= $2 ORDER BY idx LIMIT $3",
         )
@@ -268,42 +204,21 @@ impl EventStore for PostgresStore {
             // An empty page is only an answer for a log that exists.
             self.log(log_id).await?;
         }
-        Ok(rows
-            .into_iter()
-            .map(|(index, recorded_at, payload)| StoredEvent {
-                index: index as u64,
-                recorded_at,
-                payload,
-            })
-            .collect())
+        Ok(stored_events(rows))
     }
 }
 
-/// The stored outcome of an earlier request with this key, as the error to
-/// return: a replay if the fingerprint matches, a reuse if not.
-async fn replayed(
+async fn key_row(
     tx: &mut Transaction<'static, Postgres>,
     key: &str,
-    print: &[u8],
-) -> Result<Option<StoreError>, StoreError> {
-    let row: Option<(Vec<u8>, Uuid, i64, i64)> = sqlx::query_as(
+) -> Result<Option<KeyRow>, StoreError> {
+    sqlx::query_as(
         "SELECT fingerprint, log_id, first_index, last_index FROM idempotency_keys WHERE idempotency_key = $1",
     )
     .bind(key)
     .fetch_optional(&mut **tx)
     .await
-    .map_err(unavailable)?;
-    Ok(row.map(|(stored, log_id, first, last)| {
-        if stored == print {
-            StoreError::IdempotentReplay(Appended {
-                log_id: log_id.into(),
-                first_index: first as u64,
-                last_index: last as u64,
-            })
-        } else {
-            StoreError::IdempotencyKeyReused
-        }
-    }))
+    .map_err(unavailable)
 }
 
 /// The log's last index, `None` if the log does not exist.
@@ -325,8 +240,4 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .is_some_and(|e| e.is_unique_violation())
-}
-
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
 }

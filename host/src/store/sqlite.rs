@@ -11,14 +11,13 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
-use uuid::Uuid;
 
-use super::{Append, Appended, Create, EventStore, LogInfo, StoreError, StoredEvent, fingerprint};
+use super::write::{KeyRow, Write, earlier_outcome, stored_events, unavailable};
+use super::{Append, Appended, Create, EventStore, LogInfo, StoreError, StoredEvent};
 use crate::LogId;
 
 /// An [`EventStore`] in an SQLite file.
@@ -28,9 +27,8 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `url` (`sqlite://FILE` or
-    /// `sqlite::memory:`), in WAL mode, and applies the migrations in
-    /// `migrations/sqlite`.
+    /// Opens (creating if needed) the database at `url` (`sqlite://FILE`),
+    /// in WAL mode, and applies the migrations in `migrations/sqlite`.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(unavailable)?
@@ -51,57 +49,42 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
-    async fn write(
-        &self,
-        log_id: LogId,
-        create: Option<&str>,
-        events: &[Value],
-        expected_last_index: Option<u64>,
-        key: Option<(&str, Vec<u8>)>,
-    ) -> Result<Appended, StoreError> {
+    async fn write(&self, write: &Write<'_>) -> Result<Appended, StoreError> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)?;
-        if let Some((key, print)) = &key
-            && let Some(replay) = replayed(&mut tx, key, print).await?
+        if let Some((key, print)) = &write.key
+            && let Some(earlier) = earlier_outcome(key_row(&mut tx, key).await?, print)
         {
-            return Err(replay);
+            return Err(earlier);
         }
         let now = now_micros();
-        let first_index = match create {
+        let first_index = match write.create {
             Some(reducer) => {
                 let inserted = sqlx::query(
                     "INSERT INTO logs (log_id, reducer, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 )
-                .bind(log_id.as_uuid())
+                .bind(write.log_id.as_uuid())
                 .bind(reducer)
                 .bind(now)
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
                 if inserted.rows_affected() == 0 {
-                    return Err(StoreError::LogExists(log_id));
+                    return Err(StoreError::LogExists(write.log_id));
                 }
                 0
             }
-            None => match (expected_last_index, last_index(&mut tx, log_id).await?) {
-                (Some(expected), Some(last)) if expected != last => {
-                    return Err(StoreError::ConcurrentAppend {
-                        current_last_index: last,
-                    });
-                }
-                (_, Some(last)) => last + 1,
-                (_, None) => return Err(StoreError::LogNotFound(log_id)),
-            },
+            None => write.first_index(last_index(&mut tx, write.log_id).await?)?,
         };
-        let last_index = first_index + events.len() as u64 - 1;
-        for (index, event) in (first_index..).zip(events) {
+        let appended = write.appended(first_index);
+        for (index, event) in (first_index..).zip(write.events) {
             sqlx::query(
                 "INSERT INTO events (log_id, idx, recorded_at, payload) VALUES (?, ?, ?, ?)",
             )
-            .bind(log_id.as_uuid())
+            .bind(write.log_id.as_uuid())
             .bind(index as i64)
             .bind(now)
             .bind(event.to_string())
@@ -109,69 +92,33 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         }
-        if let Some((key, print)) = &key {
+        if let Some((key, print)) = &write.key {
             sqlx::query(
                 "INSERT INTO idempotency_keys (idempotency_key, fingerprint, log_id, first_index, last_index)
                  VALUES (?, ?, ?, ?, ?)",
             )
             .bind(*key)
             .bind(print)
-            .bind(log_id.as_uuid())
-            .bind(first_index as i64)
-            .bind(last_index as i64)
+            .bind(write.log_id.as_uuid())
+            .bind(appended.first_index as i64)
+            .bind(appended.last_index as i64)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
-        Ok(Appended {
-            log_id,
-            first_index,
-            last_index,
-        })
+        Ok(appended)
     }
 }
 
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn create(&self, request: Create<'_>) -> Result<Appended, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::NoEvents);
-        }
-        let key = request.idempotency_key.map(|key| {
-            (
-                key,
-                fingerprint("create", request.log_id, request.reducer, request.events),
-            )
-        });
-        self.write(
-            request.log_id,
-            Some(request.reducer),
-            request.events,
-            None,
-            key,
-        )
-        .await
+        self.write(&Write::create(request)?).await
     }
 
     async fn append(&self, request: Append<'_>) -> Result<Appended, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::NoEvents);
-        }
-        let key = request.idempotency_key.map(|key| {
-            (
-                key,
-                fingerprint("append", request.log_id, "", request.events),
-            )
-        });
-        self.write(
-            request.log_id,
-            None,
-            request.events,
-            request.expected_last_index,
-            key,
-        )
-        .await
+        self.write(&Write::append(request)?).await
     }
 
     async fn log(&self, log_id: LogId) -> Result<LogInfo, StoreError> {
@@ -198,7 +145,7 @@ impl EventStore for SqliteStore {
         from: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+        let rows = sqlx::query_as(
             "SELECT idx, recorded_at, payload FROM events WHERE log_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
         )
         .bind(log_id.as_uuid())
@@ -210,40 +157,21 @@ impl EventStore for SqliteStore {
         if rows.is_empty() {
             self.log(log_id).await?;
         }
-        Ok(rows
-            .into_iter()
-            .map(|(index, recorded_at, payload)| StoredEvent {
-                index: index as u64,
-                recorded_at,
-                payload,
-            })
-            .collect())
+        Ok(stored_events(rows))
     }
 }
 
-async fn replayed(
+async fn key_row(
     tx: &mut Transaction<'static, Sqlite>,
     key: &str,
-    print: &[u8],
-) -> Result<Option<StoreError>, StoreError> {
-    let row: Option<(Vec<u8>, Uuid, i64, i64)> = sqlx::query_as(
+) -> Result<Option<KeyRow>, StoreError> {
+    sqlx::query_as(
         "SELECT fingerprint, log_id, first_index, last_index FROM idempotency_keys WHERE idempotency_key = ?",
     )
     .bind(key)
     .fetch_optional(&mut **tx)
     .await
-    .map_err(unavailable)?;
-    Ok(row.map(|(stored, log_id, first, last)| {
-        if stored == print {
-            StoreError::IdempotentReplay(Appended {
-                log_id: log_id.into(),
-                first_index: first as u64,
-                last_index: last as u64,
-            })
-        } else {
-            StoreError::IdempotencyKeyReused
-        }
-    }))
+    .map_err(unavailable)
 }
 
 async fn last_index(
@@ -265,8 +193,4 @@ fn now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
-}
-
-fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
 }
