@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
+use eventlogs_host::LogId;
 use eventlogs_host::runtime::{EventBatch, Limits, Reducer, Runtime};
+use eventlogs_host::store::postgres::PostgresStore;
+use eventlogs_host::store::sqlite::SqliteStore;
 
 /// Where `scripts/build-plugins` puts the compiled example reducers and
 /// fixtures (override with `EVENTLOGS_PLUGIN_DIR`).
@@ -64,4 +67,46 @@ pub fn rss_kib() -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS line")
+}
+
+/// The shared PostgreSQL server (override with `EVENTLOGS_TEST_POSTGRES`).
+pub fn postgres_admin_url() -> String {
+    std::env::var("EVENTLOGS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A store on a database of its own, or `None` (loudly) when PostgreSQL is
+/// not reachable outside CI. Under `CI=true` an unreachable server fails.
+pub async fn postgres() -> Option<PostgresStore> {
+    use sqlx::Connection;
+    let admin = postgres_admin_url();
+    let mut conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(conn) => conn,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("SKIPPED: PostgreSQL not reachable at {admin}: {e}");
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL is required under CI=true: {e}"),
+    };
+    let name = format!("eventlogs_test_{}", LogId::new().as_uuid().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let url = match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("EVENTLOGS_TEST_POSTGRES must end with /DATABASE"),
+    };
+    Some(
+        PostgresStore::connect(&url)
+            .await
+            .expect("connect to test database"),
+    )
+}
+
+pub async fn sqlite() -> SqliteStore {
+    let dir = std::env::temp_dir().join(format!("eventlogs-test-{}", LogId::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("events.db").display());
+    SqliteStore::connect(&url).await.expect("open sqlite")
 }

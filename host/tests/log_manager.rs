@@ -1,0 +1,279 @@
+//! The log manager over real parts: the seed's payment scenario with the
+//! WebAssembly payment reducer, on PostgreSQL + Redis and on SQLite + the
+//! in-process cache, and cache faults that never change a result.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{load, postgres, runtime, sqlite};
+use eventlogs_host::LogId;
+use eventlogs_host::cache::memory::MemoryCache;
+use eventlogs_host::cache::redis::RedisCache;
+use eventlogs_host::cache::{CacheKey, CachedReduction, ReductionCache};
+use eventlogs_host::log_manager::{LogError, LogManager, LogManagerOptions};
+use eventlogs_host::registry::Registry;
+use eventlogs_host::store::{Append, EventStore, StoreError};
+use serde_json::{Value, json};
+
+struct Parts {
+    manager: LogManager,
+    cache: Arc<dyn ReductionCache>,
+}
+
+fn parts(store: Arc<dyn EventStore>, cache: Arc<dyn ReductionCache>) -> Parts {
+    let registry = Registry::new();
+    let rt = runtime(|_| {});
+    registry.activate("payment", load(&rt, "payment"));
+    let options = LogManagerOptions {
+        batch_size: 2,
+        ..Default::default()
+    };
+    Parts {
+        manager: LogManager::new(store, cache.clone(), registry, options),
+        cache,
+    }
+}
+
+async fn on_postgres_and_redis() -> Option<Parts> {
+    let store = postgres().await?;
+    let cache = RedisCache::new(
+        "redis://127.0.0.1:6379/",
+        &format!("eventlogs-test-{}:", LogId::new()),
+    )
+    .unwrap();
+    Some(parts(Arc::new(store), Arc::new(cache)))
+}
+
+async fn embedded() -> Parts {
+    parts(
+        Arc::new(sqlite().await),
+        Arc::new(MemoryCache::new(1 << 20)),
+    )
+}
+
+fn amount(reduction: &eventlogs_host::log_manager::Reduction, field: &str) -> i64 {
+    let aggregate: Value = serde_json::from_str(&reduction.aggregate).unwrap();
+    aggregate[field].as_i64().unwrap()
+}
+
+/// Waits for the background cache write that reaches `through_index`.
+async fn cached_through(parts: &Parts, key: &CacheKey, through_index: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(Some(entry)) = parts.cache.get(key).await
+            && entry.through_index == through_index
+            && !entry.aggregate.contains("bogus")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cache never reached index {through_index}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn seed_payment_scenario(parts: Parts) {
+    let m = &parts.manager;
+    let log_id = LogId::new();
+    let requested = [json!({"Requested": {"request": {"amount_requested": 10000}}})];
+    m.create(
+        log_id,
+        "payment",
+        &requested,
+        Some(&format!("create-{log_id}")),
+    )
+    .await
+    .unwrap();
+    let authorized = [json!({"Authorized": {"amount": 10000, "approval_code": "xyz123"}})];
+    let append = |events, expected| Append {
+        log_id,
+        events,
+        expected_last_index: Some(expected),
+        idempotency_key: None,
+    };
+    m.append(append(&authorized, 0)).await.unwrap();
+
+    let first = m.reduce(log_id, None).await.unwrap();
+    assert_eq!(
+        (first.from_cache, first.events_folded, first.through_index),
+        (false, 2, 1)
+    );
+    assert_eq!(amount(&first, "amount_outstanding"), 10000);
+    let key = CacheKey {
+        reducer: "payment".into(),
+        version: first.reducer_version,
+        log_id,
+    };
+    cached_through(&parts, &key, 1).await;
+
+    let captured = [json!({"Captured": {"amount": 4000, "statement_descriptor": "Widgets, Inc"}})];
+    m.append(append(&captured, first.through_index))
+        .await
+        .unwrap();
+    let second = m.reduce(log_id, None).await.unwrap();
+    assert_eq!(
+        (
+            second.from_cache,
+            second.events_folded,
+            second.through_index
+        ),
+        (true, 1, 2)
+    );
+    assert_eq!(amount(&second, "amount_captured"), 4000);
+    assert_eq!(amount(&second, "amount_outstanding"), 6000);
+    cached_through(&parts, &key, 2).await;
+
+    // Nothing new since the cached reduction: it keeps its through index.
+    let again = m.reduce(log_id, None).await.unwrap();
+    assert_eq!(
+        (again.from_cache, again.events_folded, again.through_index),
+        (true, 0, 2)
+    );
+    assert_eq!(again.aggregate, second.aggregate);
+
+    let refunded = [json!({"Refunded": {"amount": 6000, "reference_number": "abc789"}})];
+    m.append(append(&refunded, again.through_index))
+        .await
+        .unwrap();
+    let last = m.reduce(log_id, None).await.unwrap();
+    assert_eq!(
+        (last.from_cache, last.events_folded, last.through_index),
+        (true, 1, 3)
+    );
+    assert_eq!(amount(&last, "amount_approved"), 10000);
+    assert_eq!(amount(&last, "amount_captured"), 4000);
+    assert_eq!(amount(&last, "amount_refunded"), 6000);
+    assert_eq!(amount(&last, "amount_outstanding"), 0);
+    // A settled payment declines caching: the entry stays at index 2.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        parts.cache.get(&key).await.unwrap().unwrap().through_index,
+        2
+    );
+
+    let page = m.load(log_id, 0, 101).await.unwrap();
+    assert_eq!(page.len(), 4);
+    assert_eq!(
+        m.cache_counters()
+            .hits
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+}
+
+async fn unknown_logs_and_reducers_are_errors(parts: Parts) {
+    let m = &parts.manager;
+    let ghost = LogId::new();
+    assert!(matches!(
+        m.reduce(ghost, None).await,
+        Err(LogError::Store(StoreError::LogNotFound(id))) if id == ghost
+    ));
+    assert!(matches!(
+        m.create(LogId::new(), "nonexistent", &[json!({})], None).await,
+        Err(LogError::ReducerNotFound(name)) if name == "nonexistent"
+    ));
+}
+
+async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
+    let m = &parts.manager;
+    let log_id = LogId::new();
+    let events = [
+        json!({"Authorized": {"amount": 500}}),
+        json!({"Captured": {"amount": 200}}),
+    ];
+    m.create(log_id, "payment", &events, None).await.unwrap();
+    let honest = m.reduce(log_id, None).await.unwrap();
+    let key = CacheKey {
+        reducer: "payment".into(),
+        version: honest.reducer_version,
+        log_id,
+    };
+    for bogus in [
+        // Valid JSON, but not a payment.
+        CachedReduction {
+            through_index: 1,
+            reduced_at: 0,
+            aggregate: r#"{"bogus":true}"#.into(),
+        },
+        // Further than the log reaches.
+        CachedReduction {
+            through_index: 99,
+            reduced_at: 0,
+            aggregate: honest.aggregate.clone(),
+        },
+    ] {
+        // Let the honest background write land first, then spoil it.
+        cached_through(&parts, &key, 1).await;
+        parts.cache.put(&key, &bogus, None).await.unwrap();
+        let reduced = m.reduce(log_id, None).await.unwrap();
+        assert_eq!((reduced.from_cache, reduced.events_folded), (false, 2));
+        assert_eq!(reduced.aggregate, honest.aggregate);
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_postgres_and_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(parts) = super::on_postgres_and_redis().await {
+                        super::$name(parts).await;
+                    }
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::embedded().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    seed_payment_scenario,
+    unknown_logs_and_reducers_are_errors,
+    unusable_cache_entries_fold_from_the_start,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cache_changes_nothing() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cache = RedisCache::new(&format!("redis://127.0.0.1:{port}/"), "t:").unwrap();
+    let parts = parts(Arc::new(sqlite().await), Arc::new(cache));
+    let log_id = LogId::new();
+    let events = [
+        json!({"Authorized": {"amount": 500}}),
+        json!({"Refunded": {"amount": 100}}),
+    ];
+    parts
+        .manager
+        .create(log_id, "payment", &events, None)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let reduced = parts.manager.reduce(log_id, None).await.unwrap();
+        assert_eq!((reduced.from_cache, reduced.through_index), (false, 1));
+        assert_eq!(amount(&reduced, "amount_outstanding"), 400);
+    }
+    assert!(
+        parts
+            .manager
+            .cache_counters()
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
+}
