@@ -277,3 +277,86 @@ async fn an_unreachable_cache_changes_nothing() {
             >= 2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let registry = Registry::new();
+    let rt = runtime(|_| {});
+    let a = load(&rt, "payment");
+    // Version B is another component under the same name (the counter):
+    // its results are told apart from A's at a glance.
+    let b = load(&rt, "counter");
+    registry.activate("payment", a.clone());
+    let cache: Arc<dyn ReductionCache> = Arc::new(MemoryCache::new(16 << 20));
+    let options = LogManagerOptions {
+        batch_size: 10,
+        ..Default::default()
+    };
+    let manager = LogManager::new(
+        Arc::new(sqlite().await),
+        cache.clone(),
+        registry.clone(),
+        options,
+    );
+
+    let log_id = LogId::new();
+    let events: Vec<Value> = (0..3_000)
+        .map(|_| json!({"Authorized": {"amount": 1}}))
+        .collect();
+    manager
+        .create(log_id, "payment", &events, None)
+        .await
+        .unwrap();
+
+    // Start a long fold on A; swap to B once it has resolved its reducer
+    // (it counts its cache lookup right after).
+    let in_flight = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.reduce(log_id, None).await }
+    });
+    while manager.cache_counters().misses.load(Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    registry.activate("payment", b.clone());
+    let on_a = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        on_a.reducer_version,
+        a.version(),
+        "the in-flight fold finished on A"
+    );
+    assert_eq!(amount(&on_a, "amount_approved"), 3_000);
+    let a_key = CacheKey {
+        reducer: "payment".into(),
+        version: a.version(),
+        log_id,
+    };
+    cached_through(
+        &Parts {
+            manager: manager.clone(),
+            cache: cache.clone(),
+        },
+        &a_key,
+        2_999,
+    )
+    .await;
+
+    // New reductions use B, which never reads A's cached aggregate.
+    let on_b = manager.reduce(log_id, None).await.unwrap();
+    assert_eq!(on_b.reducer_version, b.version());
+    assert_eq!((on_b.from_cache, on_b.events_folded), (false, 3_000));
+    assert_eq!(on_b.aggregate, r#"{"count":3000}"#);
+
+    // Rollback: A is active again and its own cache entry serves.
+    assert!(registry.reactivate("payment", a.version()));
+    let rolled_back = manager.reduce(log_id, None).await.unwrap();
+    assert_eq!(rolled_back.reducer_version, a.version());
+    assert_eq!(
+        (rolled_back.from_cache, rolled_back.events_folded),
+        (true, 0)
+    );
+    assert_eq!(rolled_back.aggregate, on_a.aggregate);
+    // A named version can still be asked for explicitly.
+    let named = manager.reduce(log_id, Some(b.version())).await.unwrap();
+    assert_eq!(named.reducer_version, b.version());
+}
