@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+mod clock;
 mod log_id;
 pub mod log_manager;
 pub mod registry;

@@ -10,12 +10,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::LogId;
 use crate::cache::{CacheKey, CachedReduction, ReductionCache};
+use crate::clock::now_micros;
 use crate::registry::Registry;
 use crate::runtime::{CachingPolicy, EventBatch, Fold, ReducerError, Version};
 use crate::store::{Append, Appended, Create, EventStore, StoreError, StoredEvent};
@@ -308,13 +309,6 @@ async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(call)
         .await
         .expect("reducer thread panicked")?)
-}
-
-fn now_micros() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Keeps [`Fold`] visibly `Send`: folds move between the async task and

@@ -8,7 +8,7 @@
 //! clock, which is the server's clock here.
 
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -19,6 +19,7 @@ use sqlx::{Sqlite, Transaction};
 use super::write::{KeyRow, Write, earlier_outcome, stored_events, unavailable};
 use super::{Append, Appended, Create, EventStore, LogInfo, StoreError, StoredEvent};
 use crate::LogId;
+use crate::clock::now_micros;
 
 /// An [`EventStore`] in an SQLite file.
 #[derive(Clone)]
@@ -186,11 +187,4 @@ async fn last_index(
     .await
     .map_err(unavailable)?;
     Ok(row.map(|(last,)| last.unwrap_or(0) as u64))
-}
-
-fn now_micros() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
 }
