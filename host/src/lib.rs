@@ -4,9 +4,11 @@
 //! fold a log's events into an aggregate — and knows nothing about where
 //! events are stored. `store` keeps logs and events (PostgreSQL, or SQLite
 //! embedded) and knows nothing about WebAssembly; `cache` keeps folded
-//! aggregates (Redis, or in-process); `registry` holds the loaded reducer
-//! versions by name; `log_manager` ties them together into create, append,
-//! load and reduce; `log_id` names logs. The HTTP API builds on these.
+//! aggregates (Redis, or in-process); `registry` deploys reducer versions
+//! into the store's catalog and keeps them compiled, following activations
+//! made by other processes; `log_manager` ties them together into create,
+//! append, load and reduce; `log_id` names logs and `version` names reducer
+//! versions. The HTTP API builds on these.
 
 #![deny(missing_docs)]
 
@@ -17,5 +19,7 @@ pub mod log_manager;
 pub mod registry;
 pub mod runtime;
 pub mod store;
+mod version;
 
 pub use log_id::{LogId, ParseLogIdError};
+pub use version::{ParseVersionError, Version};

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio_util::task::TaskTracker;
 
 use crate::LogId;
 use crate::cache::{CacheKey, CachedReduction, ReductionCache};
 use crate::clock::now_micros;
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 use crate::runtime::{CachingPolicy, EventBatch, Fold, ReducerError, Version};
 use crate::store::{Append, Appended, Create, EventStore, StoreError, StoredEvent};
 
@@ -79,6 +80,21 @@ pub enum LogError {
     /// The reducer failed.
     #[error(transparent)]
     Reducer(#[from] ReducerError),
+    /// A stored reducer version could not be used here (it does not
+    /// compile under this host's limits).
+    #[error(transparent)]
+    Registry(RegistryError),
+}
+
+impl From<RegistryError> for LogError {
+    fn from(error: RegistryError) -> Self {
+        match error {
+            RegistryError::ReducerNotFound(name) => Self::ReducerNotFound(name),
+            RegistryError::VersionNotFound(name, version) => Self::VersionNotFound(name, version),
+            RegistryError::Store(error) => Self::Store(error),
+            other => Self::Registry(other),
+        }
+    }
 }
 
 /// Counters of cache use, for metrics and tests.
@@ -102,6 +118,7 @@ pub struct LogManager {
     registry: Arc<Registry>,
     options: LogManagerOptions,
     counters: Arc<CacheCounters>,
+    cache_writes: TaskTracker,
 }
 
 impl LogManager {
@@ -118,7 +135,19 @@ impl LogManager {
             registry,
             options,
             counters: Arc::default(),
+            cache_writes: closed_tracker(),
         }
+    }
+
+    /// The registry reducers are resolved through.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Waits until every background cache write started so far has
+    /// finished (for a graceful shutdown, or a test that reads the cache).
+    pub async fn flush_cache_writes(&self) {
+        self.cache_writes.wait().await;
     }
 
     /// Cache counters since this manager was made.
@@ -134,9 +163,7 @@ impl LogManager {
         events: &[Value],
         idempotency_key: Option<&str>,
     ) -> Result<Appended, LogError> {
-        if self.registry.active(reducer).is_none() {
-            return Err(LogError::ReducerNotFound(reducer.to_owned()));
-        }
+        self.registry.resolve_active(reducer).await?;
         Ok(self
             .store
             .create(Create {
@@ -171,13 +198,9 @@ impl LogManager {
     ) -> Result<Reduction, LogError> {
         let info = self.store.log(log_id).await?;
         let reducer = match version {
-            None => self.registry.active(&info.reducer),
-            Some(v) => self.registry.version(&info.reducer, v),
+            None => self.registry.resolve_active(&info.reducer).await?,
+            Some(v) => self.registry.version(&info.reducer, v).await?,
         };
-        let reducer = reducer.ok_or_else(|| match version {
-            None => LogError::ReducerNotFound(info.reducer.clone()),
-            Some(v) => LogError::VersionNotFound(info.reducer.clone(), v),
-        })?;
         let key = CacheKey {
             reducer: info.reducer.clone(),
             version: reducer.version(),
@@ -289,7 +312,7 @@ impl LogManager {
             reduced_at: reduction.reduced_at,
             aggregate: reduction.aggregate.clone(),
         };
-        tokio::spawn(async move {
+        self.cache_writes.spawn(async move {
             match cache.put(&key, &entry, ttl).await {
                 Ok(()) => counters.writes.fetch_add(1, Ordering::Relaxed),
                 Err(error) => {
@@ -299,6 +322,14 @@ impl LogManager {
             };
         });
     }
+}
+
+/// A tracker that is closed from the start: it still tracks every task
+/// spawned on it, and `wait` returns whenever none is running.
+fn closed_tracker() -> TaskTracker {
+    let tracker = TaskTracker::new();
+    tracker.close();
+    tracker
 }
 
 /// Runs a reducer call on a blocking thread (they are CPU-bound and

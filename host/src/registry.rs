@@ -1,66 +1,341 @@
-//! The reducers this process can run, by name: every loaded version, and
-//! which one is active.
+//! The reducer registry: deployed versions by name, stored in the database
+//! through a [`ReducerCatalog`], compiled once per process and swapped
+//! atomically.
 //!
-//! This registry lives in memory. Versions stored in the database, and
-//! activations seen across processes, are still to come (issue 3); the log
-//! manager already resolves reducers only through it.
+//! A deploy validates and compiles the bytes first, so an invalid upload
+//! changes nothing; then it stores the version and activates it. Activation
+//! replaces an `Arc`: a fold that already holds a [`Reducer`] finishes on
+//! it, and the next lookup sees the new version. Every process follows the
+//! catalog's activations ([`Registry::watch`]) and applies them in
+//! generation order, so a late hint can never roll a name back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use crate::runtime::{Reducer, Version};
+use crate::Version;
+use crate::runtime::{InvalidComponent, Reducer, Runtime};
+use crate::store::StoreError;
+use crate::store::catalog::{Activation, ReducerCatalog, StoredVersion};
 
-/// Loaded reducer versions by name, with one active version per name.
-/// Activation is an atomic swap: a fold that already holds a [`Reducer`]
-/// finishes on it.
-#[derive(Default)]
+/// How often the catalog is reread even without a hint, to cover hints lost
+/// while a notification connection was down.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long to wait before asking again for a feed that failed.
+const FEED_RETRY: Duration = Duration::from_secs(1);
+
+/// Longest reducer name.
+const MAX_NAME_LEN: usize = 64;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The name is not usable (it appears in URLs and cache keys).
+    #[error(
+        "invalid reducer name {0:?}: 1 to 64 characters from a-z, 0-9, '-' and '_', starting with a letter"
+    )]
+    InvalidName(String),
+    /// The bytes are not a valid reducer; nothing was stored.
+    #[error(transparent)]
+    Invalid(#[from] InvalidComponent),
+    /// No version of this name is active.
+    #[error("reducer {0:?} not found")]
+    ReducerNotFound(String),
+    /// The name has no such stored version.
+    #[error("reducer {0:?} has no version {1}")]
+    VersionNotFound(String, Version),
+    /// The catalog's database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a deploy stored and activated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    /// The stored version (as first stored, if these bytes were deployed
+    /// before).
+    pub version: StoredVersion,
+    /// The activation that made it active.
+    pub activation: Activation,
+}
+
+/// A reducer name, its stored versions and the active one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReducerInfo {
+    /// The name.
+    pub name: String,
+    /// The active version.
+    pub active: Activation,
+    /// Every stored version, oldest first.
+    pub versions: Vec<StoredVersion>,
+}
+
+/// Compiled reducer versions by name, following the catalog's activations.
 pub struct Registry {
+    runtime: Runtime,
+    catalog: Arc<dyn ReducerCatalog>,
     names: RwLock<HashMap<String, Named>>,
 }
 
 #[derive(Default)]
 struct Named {
-    versions: HashMap<Version, Reducer>,
-    active: Option<Version>,
+    /// Versions compiled in this process.
+    compiled: HashMap<Version, Reducer>,
+    /// The active version and the generation of its activation.
+    active: Option<(Version, i64)>,
 }
 
 impl Registry {
-    /// An empty registry.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    /// A registry over `catalog`, with every active version compiled.
+    pub async fn open(
+        runtime: Runtime,
+        catalog: Arc<dyn ReducerCatalog>,
+    ) -> Result<Arc<Self>, RegistryError> {
+        let registry = Arc::new(Self {
+            runtime,
+            catalog,
+            names: RwLock::default(),
+        });
+        registry.sync().await?;
+        Ok(registry)
     }
 
-    /// Adds `reducer` under `name` and makes it the active version.
-    pub fn activate(&self, name: &str, reducer: Reducer) {
-        let mut names = self.names.write().expect("registry lock");
-        let named = names.entry(name.to_owned()).or_default();
-        named.active = Some(reducer.version());
-        named.versions.insert(reducer.version(), reducer);
+    /// The runtime reducers are compiled with.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
-    /// Makes an already loaded version active again (a rollback). False if
-    /// the name has no such version.
-    pub fn reactivate(&self, name: &str, version: Version) -> bool {
-        let mut names = self.names.write().expect("registry lock");
-        match names.get_mut(name) {
-            Some(named) if named.versions.contains_key(&version) => {
-                named.active = Some(version);
-                true
+    /// Validates `bytes`, stores them as a version of `name` and activates
+    /// it. Deploying the same bytes again stores nothing new. Invalid bytes
+    /// change nothing: the active version keeps serving.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<Deployed, RegistryError> {
+        check_name(name)?;
+        let version = Version::of(&bytes);
+        let reducer = match self.compiled(name, version) {
+            Some(reducer) => reducer,
+            None => {
+                let bytes = bytes.clone();
+                let runtime = self.runtime.clone();
+                tokio::task::spawn_blocking(move || runtime.load(&bytes))
+                    .await
+                    .expect("compile thread panicked")?
             }
-            _ => false,
-        }
+        };
+        let stored = self.catalog.put_version(name, &bytes).await?;
+        let activation = self
+            .catalog
+            .activate(name, version)
+            .await?
+            .ok_or_else(|| RegistryError::VersionNotFound(name.to_owned(), version))?;
+        self.apply(&activation, reducer);
+        tracing::info!(reducer = name, %version, generation = activation.generation, "deployed");
+        Ok(Deployed {
+            version: stored,
+            activation,
+        })
     }
 
-    /// The active version of `name`.
+    /// Makes a stored version of `name` active again (a rollback).
+    pub async fn activate(
+        &self,
+        name: &str,
+        version: Version,
+    ) -> Result<Activation, RegistryError> {
+        let reducer = self.version(name, version).await?;
+        let activation = self
+            .catalog
+            .activate(name, version)
+            .await?
+            .ok_or_else(|| RegistryError::VersionNotFound(name.to_owned(), version))?;
+        self.apply(&activation, reducer);
+        tracing::info!(reducer = name, %version, generation = activation.generation, "activated");
+        Ok(activation)
+    }
+
+    /// The active version of `name` as this process last saw it.
     pub fn active(&self, name: &str) -> Option<Reducer> {
         let names = self.names.read().expect("registry lock");
         let named = names.get(name)?;
-        named.versions.get(&named.active?).cloned()
+        named.compiled.get(&named.active?.0).cloned()
     }
 
-    /// A specific version of `name`.
-    pub fn version(&self, name: &str, version: Version) -> Option<Reducer> {
+    /// The active version of `name`, rereading the catalog first if this
+    /// process knows none (another process may have just deployed it).
+    pub async fn resolve_active(&self, name: &str) -> Result<Reducer, RegistryError> {
+        if let Some(reducer) = self.active(name) {
+            return Ok(reducer);
+        }
+        self.sync().await?;
+        self.active(name)
+            .ok_or_else(|| RegistryError::ReducerNotFound(name.to_owned()))
+    }
+
+    /// A stored version of `name`, compiled on first use.
+    pub async fn version(&self, name: &str, version: Version) -> Result<Reducer, RegistryError> {
+        if let Some(reducer) = self.compiled(name, version) {
+            return Ok(reducer);
+        }
+        let bytes = self
+            .catalog
+            .version_bytes(name, version)
+            .await?
+            .ok_or_else(|| RegistryError::VersionNotFound(name.to_owned(), version))?;
+        let runtime = self.runtime.clone();
+        let reducer = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+            .await
+            .expect("compile thread panicked")?;
+        let mut names = self.names.write().expect("registry lock");
+        let named = names.entry(name.to_owned()).or_default();
+        Ok(named.compiled.entry(version).or_insert(reducer).clone())
+    }
+
+    /// Every reducer name with an active version.
+    pub async fn list(&self) -> Result<Vec<ReducerInfo>, RegistryError> {
+        let mut infos = Vec::new();
+        for active in self.catalog.activations().await? {
+            let versions = self.catalog.versions(&active.name).await?;
+            infos.push(ReducerInfo {
+                name: active.name.clone(),
+                active,
+                versions,
+            });
+        }
+        Ok(infos)
+    }
+
+    /// One reducer name's versions and active version.
+    pub async fn describe(&self, name: &str) -> Result<ReducerInfo, RegistryError> {
+        let active = self
+            .catalog
+            .activations()
+            .await?
+            .into_iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| RegistryError::ReducerNotFound(name.to_owned()))?;
+        Ok(ReducerInfo {
+            name: name.to_owned(),
+            versions: self.catalog.versions(name).await?,
+            active,
+        })
+    }
+
+    /// Applies every activation in the catalog newer than what this process
+    /// has. A stored version that does not compile here is logged and
+    /// skipped; the previous version keeps serving.
+    pub async fn sync(&self) -> Result<(), RegistryError> {
+        for activation in self.catalog.activations().await? {
+            if !self.is_newer(&activation) {
+                continue;
+            }
+            match self.version(&activation.name, activation.version).await {
+                Ok(reducer) => self.apply(&activation, reducer),
+                Err(RegistryError::Store(error)) => return Err(error.into()),
+                Err(error) => tracing::error!(
+                    %error,
+                    reducer = activation.name,
+                    version = %activation.version,
+                    "stored reducer version unusable here; keeping the previous one"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows activations made by other processes until the returned
+    /// handle is dropped: on every hint from the catalog's feed, and every
+    /// few seconds regardless.
+    pub fn watch(self: &Arc<Self>) -> Watch {
+        Watch(tokio::spawn(self.clone().follow()))
+    }
+
+    async fn follow(self: Arc<Self>) {
+        let mut feed = None;
+        loop {
+            if feed.is_none() {
+                match self.catalog.activation_feed().await {
+                    Ok(opened) => feed = Some(opened),
+                    Err(error) => tracing::warn!(%error, "no activation feed; polling"),
+                }
+            }
+            let hint = async {
+                match feed.as_mut() {
+                    Some(feed) => feed.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                hinted = hint => if let Err(error) = hinted {
+                    tracing::warn!(%error, "activation feed lost; reopening");
+                    feed = None;
+                    tokio::time::sleep(FEED_RETRY).await;
+                },
+                () = tokio::time::sleep(RESYNC_INTERVAL) => {}
+            }
+            if let Err(error) = self.sync().await {
+                tracing::warn!(%error, "cannot read reducer activations");
+            }
+        }
+    }
+
+    fn compiled(&self, name: &str, version: Version) -> Option<Reducer> {
         let names = self.names.read().expect("registry lock");
-        names.get(name)?.versions.get(&version).cloned()
+        names.get(name)?.compiled.get(&version).cloned()
+    }
+
+    fn is_newer(&self, activation: &Activation) -> bool {
+        let names = self.names.read().expect("registry lock");
+        let current = names.get(&activation.name).and_then(|n| n.active);
+        current.is_none_or(|(_, generation)| generation < activation.generation)
+    }
+
+    /// Makes `reducer` active for the activation's name unless a newer
+    /// activation was applied meanwhile.
+    fn apply(&self, activation: &Activation, reducer: Reducer) {
+        let mut names = self.names.write().expect("registry lock");
+        let named = names.entry(activation.name.clone()).or_default();
+        named.compiled.insert(activation.version, reducer);
+        if named
+            .active
+            .is_none_or(|(_, generation)| generation < activation.generation)
+        {
+            named.active = Some((activation.version, activation.generation));
+        }
+    }
+}
+
+/// The task following the catalog's activations; stops when dropped.
+pub struct Watch(tokio::task::JoinHandle<()>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn check_name(name: &str) -> Result<(), RegistryError> {
+    let mut chars = name.chars();
+    let valid = name.len() <= MAX_NAME_LEN
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidName(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_url_and_key_safe() {
+        for good in ["payment", "a", "order-v2", "x_1"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Payment", "1st", "a b", "a/b", "a:b", &"a".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -2,11 +2,12 @@
 //! prefix per test) and the in-process cache, and Redis faults that turn
 //! into errors the caller can treat as misses.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::redis::{PrivateRedis, free_port};
 use eventlogs_host::LogId;
 use eventlogs_host::cache::memory::MemoryCache;
 use eventlogs_host::cache::redis::RedisCache;
@@ -154,22 +155,10 @@ async fn redis_nobody_listening_fails_fast() {
 
 #[tokio::test]
 async fn redis_stopped_and_restarted_recovers_without_a_new_cache() {
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "redis-server is required under CI=true"
-        );
-        eprintln!("SKIPPED: no redis-server binary to run a private Redis");
+    let Some(mut server) = PrivateRedis::start().await else {
         return;
-    }
-    let port = free_port();
-    let mut server = PrivateRedis::start(port).await;
-    let cache = RedisCache::new(&format!("redis://127.0.0.1:{port}/"), "t:").unwrap();
+    };
+    let cache = RedisCache::new(&server.url(), "t:").unwrap();
     let key = key("payment");
     cache.put(&key, &reduction(3), None).await.unwrap();
     assert_eq!(cache.get(&key).await, Ok(Some(reduction(3))));
@@ -180,7 +169,7 @@ async fn redis_stopped_and_restarted_recovers_without_a_new_cache() {
         Err(CacheError::Unavailable(_))
     ));
 
-    let _server = PrivateRedis::start(port).await;
+    server.restart().await;
     // The restarted server kept nothing; the cache reconnects by itself.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -198,56 +187,4 @@ async fn redis_stopped_and_restarted_recovers_without_a_new_cache() {
     }
     cache.put(&key, &reduction(4), None).await.unwrap();
     assert_eq!(cache.get(&key).await, Ok(Some(reduction(4))));
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A throwaway redis-server on a port of its own, stopped on drop.
-struct PrivateRedis(Option<Child>);
-
-impl PrivateRedis {
-    async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "private redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self(Some(child))
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }

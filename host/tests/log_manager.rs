@@ -5,76 +5,17 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{load, postgres, runtime, sqlite};
+use common::manager::{Parts, amount, cached_through, embedded, parts};
+use common::{plugin, sqlite};
 use eventlogs_host::LogId;
-use eventlogs_host::cache::memory::MemoryCache;
 use eventlogs_host::cache::redis::RedisCache;
-use eventlogs_host::cache::{CacheKey, CachedReduction, ReductionCache};
-use eventlogs_host::log_manager::{LogError, LogManager, LogManagerOptions};
-use eventlogs_host::registry::Registry;
-use eventlogs_host::store::{Append, EventStore, StoreError};
+use eventlogs_host::cache::{CacheKey, CachedReduction};
+use eventlogs_host::log_manager::LogError;
+use eventlogs_host::runtime::EventBatch;
+use eventlogs_host::store::{Append, StoreError};
 use serde_json::{Value, json};
-
-struct Parts {
-    manager: LogManager,
-    cache: Arc<dyn ReductionCache>,
-}
-
-fn parts(store: Arc<dyn EventStore>, cache: Arc<dyn ReductionCache>) -> Parts {
-    let registry = Registry::new();
-    let rt = runtime(|_| {});
-    registry.activate("payment", load(&rt, "payment"));
-    let options = LogManagerOptions {
-        batch_size: 2,
-        ..Default::default()
-    };
-    Parts {
-        manager: LogManager::new(store, cache.clone(), registry, options),
-        cache,
-    }
-}
-
-async fn on_postgres_and_redis() -> Option<Parts> {
-    let store = postgres().await?;
-    let cache = RedisCache::new(
-        "redis://127.0.0.1:6379/",
-        &format!("eventlogs-test-{}:", LogId::new()),
-    )
-    .unwrap();
-    Some(parts(Arc::new(store), Arc::new(cache)))
-}
-
-async fn embedded() -> Parts {
-    parts(
-        Arc::new(sqlite().await),
-        Arc::new(MemoryCache::new(1 << 20)),
-    )
-}
-
-fn amount(reduction: &eventlogs_host::log_manager::Reduction, field: &str) -> i64 {
-    let aggregate: Value = serde_json::from_str(&reduction.aggregate).unwrap();
-    aggregate[field].as_i64().unwrap()
-}
-
-/// Waits for the background cache write that reaches `through_index`.
-async fn cached_through(parts: &Parts, key: &CacheKey, through_index: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(Some(entry)) = parts.cache.get(key).await
-            && entry.through_index == through_index
-            && !entry.aggregate.contains("bogus")
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cache never reached index {through_index}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 async fn seed_payment_scenario(parts: Parts) {
     let m = &parts.manager;
@@ -108,7 +49,7 @@ async fn seed_payment_scenario(parts: Parts) {
         version: first.reducer_version,
         log_id,
     };
-    cached_through(&parts, &key, 1).await;
+    cached_through(&*parts.cache, &key, 1).await;
 
     let captured = [json!({"Captured": {"amount": 4000, "statement_descriptor": "Widgets, Inc"}})];
     m.append(append(&captured, first.through_index))
@@ -125,7 +66,7 @@ async fn seed_payment_scenario(parts: Parts) {
     );
     assert_eq!(amount(&second, "amount_captured"), 4000);
     assert_eq!(amount(&second, "amount_outstanding"), 6000);
-    cached_through(&parts, &key, 2).await;
+    cached_through(&*parts.cache, &key, 2).await;
 
     // Nothing new since the cached reduction: it keeps its through index.
     let again = m.reduce(log_id, None).await.unwrap();
@@ -207,38 +148,57 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
         },
     ] {
         // Let the honest background write land first, then spoil it.
-        cached_through(&parts, &key, 1).await;
+        cached_through(&*parts.cache, &key, 1).await;
         parts.cache.put(&key, &bogus, None).await.unwrap();
         let reduced = m.reduce(log_id, None).await.unwrap();
         assert_eq!((reduced.from_cache, reduced.events_folded), (false, 2));
         assert_eq!(reduced.aggregate, honest.aggregate);
     }
-}
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod on_postgres_and_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(parts) = super::on_postgres_and_redis().await {
-                        super::$name(parts).await;
-                    }
-                }
-            )*
-        }
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::embedded().await).await;
-                }
-            )*
-        }
+    // An older entry is a valid prefix: folding resumes after it.
+    let first = m.load(log_id, 0, 1).await.unwrap().remove(0);
+    let mut batch = EventBatch::default();
+    batch
+        .push(first.index, first.recorded_at, first.payload.as_bytes())
+        .unwrap();
+    let reducer = parts.registry.active("payment").unwrap();
+    let mut fold = reducer.start().unwrap();
+    fold.apply(&batch).unwrap();
+    let prefix = CachedReduction {
+        through_index: 0,
+        reduced_at: 0,
+        aggregate: fold.finish().unwrap().json,
     };
+    // Let the last background write land, then replace it.
+    m.flush_cache_writes().await;
+    parts.cache.put(&key, &prefix, None).await.unwrap();
+    let resumed = m.reduce(log_id, None).await.unwrap();
+    assert_eq!((resumed.from_cache, resumed.events_folded), (true, 1));
+    assert_eq!(resumed.aggregate, honest.aggregate);
+
+    // An entry under another reducer version is never read.
+    let fresh = LogId::new();
+    m.create(fresh, "payment", &events, None).await.unwrap();
+    let other_version = CacheKey {
+        reducer: "payment".into(),
+        version: eventlogs_host::Version::of(b"another version"),
+        log_id: fresh,
+    };
+    let bogus = CachedReduction {
+        through_index: 1,
+        reduced_at: 0,
+        aggregate: r#"{"bogus":true}"#.into(),
+    };
+    parts.cache.put(&other_version, &bogus, None).await.unwrap();
+    let reduced = m.reduce(fresh, None).await.unwrap();
+    assert_eq!((reduced.from_cache, reduced.events_folded), (false, 2));
+    assert_eq!(
+        amount(&reduced, "amount_captured"),
+        amount(&honest, "amount_captured")
+    );
 }
 
-on_both!(
+on_both!(2;
     seed_payment_scenario,
     unknown_logs_and_reducers_are_errors,
     unusable_cache_entries_fold_from_the_start,
@@ -252,7 +212,7 @@ async fn an_unreachable_cache_changes_nothing() {
         .unwrap()
         .port();
     let cache = RedisCache::new(&format!("redis://127.0.0.1:{port}/"), "t:").unwrap();
-    let parts = parts(Arc::new(sqlite().await), Arc::new(cache));
+    let parts = parts(sqlite().await, Arc::new(cache), 2).await;
     let log_id = LogId::new();
     let events = [
         json!({"Authorized": {"amount": 500}}),
@@ -281,24 +241,12 @@ async fn an_unreachable_cache_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
     use std::sync::atomic::Ordering::Relaxed;
-    let registry = Registry::new();
-    let rt = runtime(|_| {});
-    let a = load(&rt, "payment");
-    // Version B is another component under the same name (the counter):
-    // its results are told apart from A's at a glance.
-    let b = load(&rt, "counter");
-    registry.activate("payment", a.clone());
-    let cache: Arc<dyn ReductionCache> = Arc::new(MemoryCache::new(16 << 20));
-    let options = LogManagerOptions {
-        batch_size: 10,
-        ..Default::default()
-    };
-    let manager = LogManager::new(
-        Arc::new(sqlite().await),
-        cache.clone(),
-        registry.clone(),
-        options,
-    );
+    let Parts {
+        manager,
+        cache,
+        registry,
+    } = embedded(10).await;
+    let a = registry.active("payment").unwrap();
 
     let log_id = LogId::new();
     let events: Vec<Value> = (0..3_000)
@@ -318,7 +266,14 @@ async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
     while manager.cache_counters().misses.load(Relaxed) == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    registry.activate("payment", b.clone());
+    // Version B is another component under the same name (the counter):
+    // its results are told apart from A's at a glance.
+    let b = registry
+        .deploy("payment", plugin("counter"))
+        .await
+        .unwrap()
+        .version
+        .version;
     let on_a = in_flight.await.unwrap().unwrap();
     assert_eq!(
         on_a.reducer_version,
@@ -331,24 +286,16 @@ async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
         version: a.version(),
         log_id,
     };
-    cached_through(
-        &Parts {
-            manager: manager.clone(),
-            cache: cache.clone(),
-        },
-        &a_key,
-        2_999,
-    )
-    .await;
+    cached_through(&*cache, &a_key, 2_999).await;
 
     // New reductions use B, which never reads A's cached aggregate.
     let on_b = manager.reduce(log_id, None).await.unwrap();
-    assert_eq!(on_b.reducer_version, b.version());
+    assert_eq!(on_b.reducer_version, b);
     assert_eq!((on_b.from_cache, on_b.events_folded), (false, 3_000));
     assert_eq!(on_b.aggregate, r#"{"count":3000}"#);
 
     // Rollback: A is active again and its own cache entry serves.
-    assert!(registry.reactivate("payment", a.version()));
+    registry.activate("payment", a.version()).await.unwrap();
     let rolled_back = manager.reduce(log_id, None).await.unwrap();
     assert_eq!(rolled_back.reducer_version, a.version());
     assert_eq!(
@@ -357,6 +304,6 @@ async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
     );
     assert_eq!(rolled_back.aggregate, on_a.aggregate);
     // A named version can still be asked for explicitly.
-    let named = manager.reduce(log_id, Some(b.version())).await.unwrap();
-    assert_eq!(named.reducer_version, b.version());
+    let named = manager.reduce(log_id, Some(b)).await.unwrap();
+    assert_eq!(named.reducer_version, b);
 }

@@ -12,7 +12,7 @@ use wasmtime::Trap;
 
 use super::bindings::wit;
 use super::sandbox::Sandbox;
-use super::version::Version;
+use crate::Version;
 
 /// The runtime could not be set up (an invalid engine configuration).
 #[derive(Debug, thiserror::Error)]

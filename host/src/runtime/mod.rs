@@ -13,8 +13,8 @@
 //! capabilities, memory limiter, captured stderr), `output` (the bounded
 //! pipe behind stdout/stderr), `validate` (admission of uploaded bytes),
 //! `reducer` (compiled versions and folds), `batch` (the packed event batch),
-//! `error` (typed failures), `version` (content hashes), `bindings` (the
-//! generated WIT bindings).
+//! `error` (typed failures), `bindings` (the generated WIT bindings).
+//! Versions (content hashes) live in the crate's `version` module.
 
 mod batch;
 mod bindings;
@@ -26,15 +26,14 @@ mod output;
 mod reducer;
 mod sandbox;
 mod validate;
-mod version;
 
 use std::sync::Arc;
 
+pub use crate::version::Version;
 pub use batch::EventBatch;
 pub use error::{FailureKind, InvalidComponent, ReducerError, RuntimeError};
 pub use limits::Limits;
 pub use reducer::{CachingPolicy, Fold, Folded, Reducer};
-pub use version::Version;
 
 /// Runs reducers: compiles them once per version and executes folds in
 /// fresh, bounded sandboxes. Cheap to clone; clones share one engine.

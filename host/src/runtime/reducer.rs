@@ -10,7 +10,7 @@ use super::bindings::{ReducerComponent, ReducerComponentPre, wit};
 use super::engine::Shared;
 use super::error::{FailureKind, ReducerError};
 use super::sandbox::Sandbox;
-use super::version::Version;
+use crate::Version;
 
 /// One validated, compiled and pre-instantiated reducer version. Cheap to
 /// clone; clones share the compiled code. A fold started from it keeps it

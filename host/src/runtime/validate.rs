@@ -9,7 +9,7 @@ use super::bindings::ReducerComponentPre;
 use super::engine::Shared;
 use super::error::InvalidComponent;
 use super::reducer::Reducer;
-use super::version::Version;
+use crate::Version;
 
 /// The WASI interfaces (any 0.2.x version) a reducer may import: what Rust's
 /// standard library links for pure code. The host satisfies them with a

@@ -7,7 +7,11 @@
 //! [`sqlite::SqliteStore`] as the embedded default — translate database
 //! errors into [`StoreError`] here, at the storage boundary, and pass the
 //! same behavioural test suite.
+//!
+//! The same databases hold the reducer registry's versions and activations,
+//! behind [`catalog::ReducerCatalog`].
 
+pub mod catalog;
 pub mod postgres;
 pub mod sqlite;
 

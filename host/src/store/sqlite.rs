@@ -50,6 +50,11 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
+    /// The connection pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     async fn write(&self, write: &Write<'_>) -> Result<Appended, StoreError> {
         let mut tx = self
             .pool

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod manager;
+pub mod redis;
+
 use std::path::PathBuf;
 
 use eventlogs_host::LogId;
@@ -78,6 +81,17 @@ pub fn postgres_admin_url() -> String {
 /// A store on a database of its own, or `None` (loudly) when PostgreSQL is
 /// not reachable outside CI. Under `CI=true` an unreachable server fails.
 pub async fn postgres() -> Option<PostgresStore> {
+    let url = postgres_database().await?;
+    Some(
+        PostgresStore::connect(&url)
+            .await
+            .expect("connect to test database"),
+    )
+}
+
+/// The URL of a new, empty database of its own on the shared server, or
+/// `None` (loudly) as for [`postgres`].
+pub async fn postgres_database() -> Option<String> {
     use sqlx::Connection;
     let admin = postgres_admin_url();
     let mut conn = match sqlx::PgConnection::connect(&admin).await {
@@ -93,20 +107,22 @@ pub async fn postgres() -> Option<PostgresStore> {
         .execute(&mut conn)
         .await
         .expect("create test database");
-    let url = match admin.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
+    match admin.rsplit_once('/') {
+        Some((server, _)) => Some(format!("{server}/{name}")),
         None => panic!("EVENTLOGS_TEST_POSTGRES must end with /DATABASE"),
-    };
-    Some(
-        PostgresStore::connect(&url)
-            .await
-            .expect("connect to test database"),
-    )
+    }
 }
 
+/// An embedded store in a file of its own.
 pub async fn sqlite() -> SqliteStore {
+    SqliteStore::connect(&sqlite_database())
+        .await
+        .expect("open sqlite")
+}
+
+/// The URL of a new SQLite file of its own (created on first connect).
+pub fn sqlite_database() -> String {
     let dir = std::env::temp_dir().join(format!("eventlogs-test-{}", LogId::new()));
     std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("events.db").display());
-    SqliteStore::connect(&url).await.expect("open sqlite")
+    format!("sqlite://{}", dir.join("events.db").display())
 }

@@ -1,4 +1,6 @@
-//! Reducer versions: the sha256 of a component's bytes.
+//! Reducer versions: the sha256 of a component's bytes. The runtime
+//! compiles by version and the registry stores by version; neither needs the
+//! other to name one.
 
 use std::fmt;
 use std::str::FromStr;
