@@ -8,12 +8,16 @@
 //! into the store's catalog and keeps them compiled, following activations
 //! made by other processes; `log_manager` ties them together into create,
 //! append, load and reduce; `log_id` names logs and `version` names reducer
-//! versions. The HTTP API builds on these.
+//! versions. `http` is the API over them, `config` the daemon's settings
+//! and `daemon` puts everything together.
 
 #![deny(missing_docs)]
 
 pub mod cache;
 mod clock;
+pub mod config;
+pub mod daemon;
+pub mod http;
 mod log_id;
 pub mod log_manager;
 pub mod registry;

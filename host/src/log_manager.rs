@@ -20,7 +20,7 @@ use crate::cache::{CacheKey, CachedReduction, ReductionCache};
 use crate::clock::now_micros;
 use crate::registry::{Registry, RegistryError};
 use crate::runtime::{CachingPolicy, EventBatch, Fold, ReducerError, Version};
-use crate::store::{Append, Appended, Create, EventStore, StoreError, StoredEvent};
+use crate::store::{Append, Appended, Create, EventStore, LogInfo, StoreError, StoredEvent};
 
 /// Tuning of a [`LogManager`].
 #[derive(Debug, Clone)]
@@ -155,10 +155,11 @@ impl LogManager {
         &self.counters
     }
 
-    /// Creates a log bound to `reducer` with its first events.
+    /// Creates a log bound to `reducer` with its first events, under
+    /// `log_id` or a new one.
     pub async fn create(
         &self,
-        log_id: LogId,
+        log_id: Option<LogId>,
         reducer: &str,
         events: &[Value],
         idempotency_key: Option<&str>,
@@ -167,7 +168,8 @@ impl LogManager {
         Ok(self
             .store
             .create(Create {
-                log_id,
+                log_id: log_id.unwrap_or_default(),
+                log_id_chosen: log_id.is_some(),
                 reducer,
                 events,
                 idempotency_key,
@@ -178,6 +180,11 @@ impl LogManager {
     /// Appends events atomically; see [`Append`].
     pub async fn append(&self, request: Append<'_>) -> Result<Appended, LogError> {
         Ok(self.store.append(request).await?)
+    }
+
+    /// A log's metadata.
+    pub async fn info(&self, log_id: LogId) -> Result<LogInfo, LogError> {
+        Ok(self.store.log(log_id).await?)
     }
 
     /// A page of events.

@@ -30,16 +30,16 @@ async fn retries_with_the_same_key_replay(parts: Parts) {
     let create_key = format!("create-{log_id}");
     let first = [authorized(1)];
     let created = m
-        .create(log_id, "payment", &first, Some(&create_key))
+        .create(Some(log_id), "payment", &first, Some(&create_key))
         .await
         .unwrap();
     assert!(matches!(
-        m.create(log_id, "payment", &first, Some(&create_key)).await,
+        m.create(Some(log_id), "payment", &first, Some(&create_key)).await,
         Err(LogError::Store(StoreError::IdempotentReplay(replayed))) if replayed == created
     ));
     // The same key with another body is a reuse, not a replay.
     assert!(matches!(
-        m.create(log_id, "payment", &[authorized(2)], Some(&create_key))
+        m.create(Some(log_id), "payment", &[authorized(2)], Some(&create_key))
             .await,
         Err(LogError::Store(StoreError::IdempotencyKeyReused))
     ));
@@ -93,7 +93,7 @@ async fn retries_with_the_same_key_replay(parts: Parts) {
 async fn concurrent_retries_with_one_key_store_once(parts: Parts) {
     let m = &parts.manager;
     let log_id = LogId::new();
-    m.create(log_id, "payment", &[authorized(1)], None)
+    m.create(Some(log_id), "payment", &[authorized(1)], None)
         .await
         .unwrap();
     let outcomes: Vec<Result<Appended, LogError>> = race(RACERS, |_| {
@@ -131,9 +131,14 @@ async fn racing_appends_have_one_winner_per_index(parts: Parts) {
 async fn a_conflicting_batch_stores_nothing(parts: Parts) {
     let m = &parts.manager;
     let log_id = LogId::new();
-    m.create(log_id, "payment", &[authorized(1), authorized(2)], None)
-        .await
-        .unwrap();
+    m.create(
+        Some(log_id),
+        "payment",
+        &[authorized(1), authorized(2)],
+        None,
+    )
+    .await
+    .unwrap();
     let batch: Vec<Value> = (0..50).map(authorized).collect();
     assert!(matches!(
         m.append(Append {
@@ -167,7 +172,7 @@ async fn a_conflicting_batch_stores_nothing(parts: Parts) {
 async fn racing_managers(managers: &[LogManager]) {
     let log_id = LogId::new();
     managers[0]
-        .create(log_id, "payment", &[authorized(0)], None)
+        .create(Some(log_id), "payment", &[authorized(0)], None)
         .await
         .unwrap();
     let barrier = Arc::new(Barrier::new(RACERS));

@@ -29,7 +29,7 @@ async fn redis_flushed_stopped_and_restarted_during_reductions() {
     for log_id in &logs {
         manager
             .create(
-                *log_id,
+                Some(*log_id),
                 "payment",
                 &[json!({"Authorized": {"amount": 1}})],
                 None,

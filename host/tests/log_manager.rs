@@ -22,7 +22,7 @@ async fn seed_payment_scenario(parts: Parts) {
     let log_id = LogId::new();
     let requested = [json!({"Requested": {"request": {"amount_requested": 10000}}})];
     m.create(
-        log_id,
+        Some(log_id),
         "payment",
         &requested,
         Some(&format!("create-{log_id}")),
@@ -114,7 +114,7 @@ async fn unknown_logs_and_reducers_are_errors(parts: Parts) {
         Err(LogError::Store(StoreError::LogNotFound(id))) if id == ghost
     ));
     assert!(matches!(
-        m.create(LogId::new(), "nonexistent", &[json!({})], None).await,
+        m.create(Some(LogId::new()), "nonexistent", &[json!({})], None).await,
         Err(LogError::ReducerNotFound(name)) if name == "nonexistent"
     ));
 }
@@ -126,7 +126,9 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
         json!({"Authorized": {"amount": 500}}),
         json!({"Captured": {"amount": 200}}),
     ];
-    m.create(log_id, "payment", &events, None).await.unwrap();
+    m.create(Some(log_id), "payment", &events, None)
+        .await
+        .unwrap();
     let honest = m.reduce(log_id, None).await.unwrap();
     let key = CacheKey {
         reducer: "payment".into(),
@@ -178,7 +180,9 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
 
     // An entry under another reducer version is never read.
     let fresh = LogId::new();
-    m.create(fresh, "payment", &events, None).await.unwrap();
+    m.create(Some(fresh), "payment", &events, None)
+        .await
+        .unwrap();
     let other_version = CacheKey {
         reducer: "payment".into(),
         version: eventlogs_host::Version::of(b"another version"),
@@ -220,7 +224,7 @@ async fn an_unreachable_cache_changes_nothing() {
     ];
     parts
         .manager
-        .create(log_id, "payment", &events, None)
+        .create(Some(log_id), "payment", &events, None)
         .await
         .unwrap();
     for _ in 0..2 {
@@ -253,7 +257,7 @@ async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
         .map(|_| json!({"Authorized": {"amount": 1}}))
         .collect();
     manager
-        .create(log_id, "payment", &events, None)
+        .create(Some(log_id), "payment", &events, None)
         .await
         .unwrap();
 

@@ -33,7 +33,9 @@ async fn reducing_200_000_events_keeps_memory_bounded(parts: Parts) {
     let page: Vec<Value> = (0..PAGE)
         .map(|i| json!({"Authorized": {"amount": 1, "approval_code": format!("code-{i:06}")}}))
         .collect();
-    m.create(log_id, "payment", &page, None).await.unwrap();
+    m.create(Some(log_id), "payment", &page, None)
+        .await
+        .unwrap();
     for _ in 1..EVENTS / PAGE {
         m.append(Append {
             log_id,

@@ -142,7 +142,7 @@ async fn activations_reach_other_processes_within_a_second(db: Box<dyn Database>
         .unwrap();
     let log_id = LogId::new();
     a.create(
-        log_id,
+        Some(log_id),
         "payment",
         &[json!({"Authorized": {"amount": 7}})],
         None,

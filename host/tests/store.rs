@@ -58,6 +58,7 @@ async fn create(store: &Store, events: &[Value]) -> LogId {
     let created = store
         .create(Create {
             log_id,
+            log_id_chosen: true,
             reducer: "payment",
             events,
             idempotency_key: None,
@@ -147,6 +148,7 @@ async fn idempotent_create_replays_and_refuses_reuse(store: Store) {
     let events = [payment(1)];
     let request = Create {
         log_id,
+        log_id_chosen: true,
         reducer: "payment",
         events: &events,
         idempotency_key: Some("create-1"),
@@ -155,6 +157,24 @@ async fn idempotent_create_replays_and_refuses_reuse(store: Store) {
     assert_eq!(
         store.create(request).await,
         Err(StoreError::IdempotentReplay(created))
+    );
+
+    // A server-generated id is not part of the request: a retry gets a new
+    // one and still replays the original.
+    let generated = Create {
+        log_id: LogId::new(),
+        log_id_chosen: false,
+        idempotency_key: Some("create-generated"),
+        ..request
+    };
+    let original = store.create(generated).await.unwrap();
+    let retry = Create {
+        log_id: LogId::new(),
+        ..generated
+    };
+    assert_eq!(
+        store.create(retry).await,
+        Err(StoreError::IdempotentReplay(original))
     );
 
     let other = [payment(2)];
@@ -278,6 +298,7 @@ async fn bad_requests_store_nothing(store: Store) {
         store
             .create(Create {
                 log_id,
+                log_id_chosen: true,
                 reducer: "payment",
                 events: &[],
                 idempotency_key: None

@@ -12,7 +12,7 @@ use crate::LogId;
 /// a retry whose expectation went stale is still the same request.
 pub(crate) fn fingerprint(
     operation: &str,
-    log_id: LogId,
+    log_id: Option<LogId>,
     reducer: &str,
     events: &[Value],
 ) -> Vec<u8> {
@@ -22,7 +22,7 @@ pub(crate) fn fingerprint(
         hash.update(bytes);
     };
     field(operation.as_bytes());
-    field(log_id.as_uuid().as_bytes());
+    field(log_id.map(|id| id.as_uuid()).unwrap_or_default().as_bytes());
     field(reducer.as_bytes());
     for event in events {
         field(event.to_string().as_bytes());

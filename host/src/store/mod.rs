@@ -30,6 +30,10 @@ pub(crate) use fingerprint::fingerprint;
 pub struct Create<'a> {
     /// The new log's id (caller-chosen or [`LogId::new`]).
     pub log_id: LogId,
+    /// Whether the caller chose `log_id`. A generated id is not part of the
+    /// request: a retry, which gets another generated id, still matches its
+    /// idempotency key and replays.
+    pub log_id_chosen: bool,
     /// The reducer name the log is bound to.
     pub reducer: &'a str,
     /// The first events, stored at indexes 0, 1, …; at least one.
@@ -141,4 +145,8 @@ pub trait EventStore: Send + Sync {
         from: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Succeeds when the database answers and its migrations are applied
+    /// (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -4,6 +4,8 @@
 //! lock in this process, so it holds across any number of hosts. Every
 //! query names one `log_id` (the idempotency-key lookup excepted).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
@@ -27,6 +29,9 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(32)
+            // Fail fast while the database is down: requests get a 503
+            // rather than waiting out the default 30 s.
+            .acquire_timeout(Duration::from_secs(3))
             .connect(url)
             .await
             .map_err(unavailable)?;
@@ -205,6 +210,14 @@ impl EventStore for PostgresStore {
             self.log(log_id).await?;
         }
         Ok(stored_events(rows))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT count(*) FROM _sqlx_migrations")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 }
 

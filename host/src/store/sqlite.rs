@@ -165,6 +165,14 @@ impl EventStore for SqliteStore {
         }
         Ok(stored_events(rows))
     }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT count(*) FROM _sqlx_migrations")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
 }
 
 async fn key_row(

@@ -33,7 +33,12 @@ impl<'a> Write<'a> {
             key: request.idempotency_key.map(|key| {
                 (
                     key,
-                    fingerprint("create", request.log_id, request.reducer, request.events),
+                    fingerprint(
+                        "create",
+                        request.log_id_chosen.then_some(request.log_id),
+                        request.reducer,
+                        request.events,
+                    ),
                 )
             }),
         })
@@ -51,7 +56,7 @@ impl<'a> Write<'a> {
             key: request.idempotency_key.map(|key| {
                 (
                     key,
-                    fingerprint("append", request.log_id, "", request.events),
+                    fingerprint("append", Some(request.log_id), "", request.events),
                 )
             }),
         })

@@ -1,0 +1,70 @@
+//! `eventlogs`: the daemon (`serve`) and a small client for operators
+//! (`deploy`, `reducers`).
+
+mod client;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use eventlogs_host::config::{LogFormat, ServeConfig};
+use eventlogs_host::daemon::Daemon;
+use tracing_subscriber::EnvFilter;
+
+/// An event-sourcing host with WebAssembly reducers.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(Box<ServeConfig>),
+    /// Deploy a reducer component and activate it.
+    Deploy(client::DeployArgs),
+    /// List deployed reducers and their versions.
+    Reducers(client::Connection),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(config) => serve(*config).await,
+        Command::Deploy(args) => client::deploy(args).await,
+        Command::Reducers(connection) => client::reducers(connection).await,
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_env("EVENTLOGS_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    let daemon = Daemon::start(&config).await.context("cannot start")?;
+    println!("eventlogs listening on http://{}", daemon.local_addr());
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests and cache writes");
+    daemon.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

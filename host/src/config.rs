@@ -1,0 +1,220 @@
+//! The daemon's settings: every one a command-line flag and an `EVENTLOGS_*`
+//! environment variable, with defaults that run on a fresh machine (an
+//! SQLite file, the in-process cache, loopback only).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::http::auth::{Scope, Token};
+use crate::runtime::Limits;
+
+/// `eventlogs serve` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "EVENTLOGS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Event store: `postgres://…` or `sqlite://FILE` (created if missing).
+    #[arg(
+        long,
+        env = "EVENTLOGS_DATABASE_URL",
+        default_value = "sqlite://eventlogs.db"
+    )]
+    pub database_url: String,
+
+    /// Redis for the reduction cache; without it, an in-process cache.
+    #[arg(long, env = "EVENTLOGS_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key (to share one Redis between deployments).
+    #[arg(long, env = "EVENTLOGS_REDIS_PREFIX", default_value = "eventlogs:")]
+    pub redis_prefix: String,
+
+    /// Size of the in-process cache, in bytes (when no Redis is set).
+    #[arg(long, env = "EVENTLOGS_MEMORY_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub memory_cache_bytes: u64,
+
+    /// How long cached reductions live, in seconds (default: until evicted).
+    #[arg(long, env = "EVENTLOGS_CACHE_TTL_SECS")]
+    pub cache_ttl_secs: Option<u64>,
+
+    /// Logs shorter than this many events are not cached.
+    #[arg(long, env = "EVENTLOGS_CACHE_MIN_EVENTS", default_value_t = 0)]
+    pub cache_min_events: u64,
+
+    /// Events read from the store and folded per reducer call.
+    #[arg(long, env = "EVENTLOGS_FOLD_BATCH", default_value_t = 1000)]
+    pub fold_batch: u32,
+
+    /// Wall-clock limit of one reducer call, in milliseconds.
+    #[arg(long, env = "EVENTLOGS_REDUCER_TIMEOUT_MS", default_value_t = 1000)]
+    pub reducer_timeout_ms: u64,
+
+    /// Linear memory one reducer instance may use, in bytes.
+    #[arg(long, env = "EVENTLOGS_REDUCER_MEMORY_BYTES", default_value_t = 64 << 20)]
+    pub reducer_memory_bytes: usize,
+
+    /// WebAssembly stack one reducer call may use, in bytes.
+    #[arg(long, env = "EVENTLOGS_REDUCER_STACK_BYTES", default_value_t = 512 << 10)]
+    pub reducer_stack_bytes: usize,
+
+    /// Largest aggregate a reducer may return, in bytes.
+    #[arg(long, env = "EVENTLOGS_REDUCER_OUTPUT_BYTES", default_value_t = 4 << 20)]
+    pub reducer_output_bytes: usize,
+
+    /// Largest reducer component accepted by a deploy, in bytes.
+    #[arg(long, env = "EVENTLOGS_REDUCER_COMPONENT_BYTES", default_value_t = 16 << 20)]
+    pub reducer_component_bytes: usize,
+
+    /// Reducer instances alive at once.
+    #[arg(long, env = "EVENTLOGS_REDUCER_INSTANCES", default_value_t = 256)]
+    pub reducer_instances: u32,
+
+    /// Largest JSON request body, in bytes (deploys are bounded by
+    /// `--reducer-component-bytes` instead).
+    #[arg(long, env = "EVENTLOGS_BODY_LIMIT_BYTES", default_value_t = 1 << 20)]
+    pub body_limit_bytes: usize,
+
+    /// Longest a request may take, in seconds.
+    #[arg(long, env = "EVENTLOGS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Largest `limit` of an events page.
+    #[arg(long, env = "EVENTLOGS_PAGE_LIMIT_MAX", default_value_t = 1000)]
+    pub page_limit_max: u32,
+
+    /// A bearer token and its scopes, as `SCOPES:SECRET` with SCOPES a
+    /// comma-separated subset of read, write, admin. Repeatable; in the
+    /// environment, separate tokens with `;`.
+    #[arg(long = "token", env = "EVENTLOGS_TOKENS", value_delimiter = ';')]
+    pub tokens: Vec<Token>,
+
+    /// Serve without tokens on a non-loopback address (everyone gets every
+    /// scope). Without this, such a configuration refuses to start.
+    #[arg(long, env = "EVENTLOGS_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Reducers to deploy at start, as `NAME=FILE.wasm` (idempotent: the
+    /// same bytes are the same version). Repeatable; in the environment,
+    /// separate them with `;`.
+    #[arg(long = "deploy", env = "EVENTLOGS_DEPLOY", value_delimiter = ';')]
+    pub deploy: Vec<DeployAtStart>,
+
+    /// Log format.
+    #[arg(long, env = "EVENTLOGS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// The reducer limits these settings describe.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            call_timeout: Duration::from_millis(self.reducer_timeout_ms),
+            memory_bytes: self.reducer_memory_bytes,
+            wasm_stack_bytes: self.reducer_stack_bytes,
+            output_bytes: self.reducer_output_bytes,
+            component_bytes: self.reducer_component_bytes,
+            max_instances: self.reducer_instances,
+            ..Limits::default()
+        }
+    }
+
+    /// Settings for tests and embedding: every default, listening on
+    /// `listen`, storing in `database_url`.
+    pub fn new(listen: SocketAddr, database_url: &str) -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let mut config = Wrapper::parse_from(["eventlogs"]).config;
+        config.listen = listen;
+        config.database_url = database_url.to_owned();
+        config
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A reducer to deploy at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployAtStart {
+    /// The reducer name.
+    pub name: String,
+    /// The component file.
+    pub file: PathBuf,
+}
+
+impl FromStr for DeployAtStart {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, file) = text
+            .split_once('=')
+            .ok_or_else(|| format!("expected NAME=FILE.wasm, got {text:?}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            file: PathBuf::from(file),
+        })
+    }
+}
+
+impl FromStr for Token {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (scopes, secret) = text
+            .split_once(':')
+            .ok_or("expected SCOPES:SECRET, e.g. read,write:s3cret")?;
+        if secret.len() < 16 {
+            return Err("a token secret must be at least 16 characters".into());
+        }
+        let scopes = scopes
+            .split(',')
+            .map(|s| match s.trim() {
+                "read" => Ok(Scope::Read),
+                "write" => Ok(Scope::Write),
+                "admin" => Ok(Scope::Admin),
+                other => Err(format!("unknown scope {other:?} (read, write, admin)")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Token::new(secret, &scopes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_embedded_on_loopback() {
+        let config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), "sqlite://x.db");
+        assert!(config.redis_url.is_none());
+        assert!(config.tokens.is_empty());
+        assert_eq!(config.limits(), Limits::default());
+    }
+
+    #[test]
+    fn tokens_and_deploys_parse() {
+        let token: Token = "read,write:0123456789abcdef".parse().unwrap();
+        assert!(token.allows(Scope::Write) && !token.allows(Scope::Admin));
+        assert!("read:short".parse::<Token>().is_err());
+        assert!("root:0123456789abcdef".parse::<Token>().is_err());
+        let deploy: DeployAtStart = "payment=p.wasm".parse().unwrap();
+        assert_eq!(deploy.name, "payment");
+        assert!("payment".parse::<DeployAtStart>().is_err());
+    }
+}

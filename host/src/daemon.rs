@@ -1,0 +1,190 @@
+//! The daemon: builds every part from a [`ServeConfig`], serves HTTP, and
+//! shuts down gracefully (in-flight requests finish, then pending cache
+//! writes).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::cache::memory::MemoryCache;
+use crate::cache::redis::RedisCache;
+use crate::cache::{CacheError, ReductionCache};
+use crate::config::ServeConfig;
+use crate::http::auth::Tokens;
+use crate::http::{self, AppState, RouterOptions};
+use crate::log_manager::{LogManager, LogManagerOptions};
+use crate::registry::{Registry, RegistryError};
+use crate::runtime::{Runtime, RuntimeError};
+use crate::store::catalog::ReducerCatalog;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{EventStore, StoreError};
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The settings are unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The event store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cache could not be configured.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The WebAssembly runtime could not start.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A reducer given to deploy at start was refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Listening or serving failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon.
+pub struct Daemon {
+    local_addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    served: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Daemon {
+    /// Opens the store (applying migrations), the cache and the registry,
+    /// deploys the reducers named in the settings, and starts serving.
+    pub async fn start(config: &ServeConfig) -> Result<Self, DaemonError> {
+        check_access(config)?;
+        let metrics = http::metrics_handle();
+        let (store, catalog) = open_store(&config.database_url).await?;
+        let cache: Arc<dyn ReductionCache> = match &config.redis_url {
+            Some(url) => Arc::new(RedisCache::new(url, &config.redis_prefix)?),
+            None => Arc::new(MemoryCache::new(config.memory_cache_bytes)),
+        };
+        let registry = Registry::open(Runtime::new(config.limits())?, catalog).await?;
+        for deploy in &config.deploy {
+            let bytes = tokio::fs::read(&deploy.file)
+                .await
+                .map_err(|source| DaemonError::Io {
+                    context: format!("reading {}", deploy.file.display()),
+                    source,
+                })?;
+            let deployed = registry.deploy(&deploy.name, bytes).await?;
+            tracing::info!(reducer = deploy.name, version = %deployed.version.version, "deployed at start");
+        }
+        let watch = registry.watch();
+        let options = LogManagerOptions {
+            batch_size: config.fold_batch,
+            cache_min_events: config.cache_min_events,
+            cache_ttl: config.cache_ttl_secs.map(Duration::from_secs),
+        };
+        let manager = LogManager::new(store.clone(), cache, registry, options);
+        let state = AppState {
+            manager: manager.clone(),
+            store,
+            metrics,
+            page_limit_max: config.page_limit_max,
+        };
+        let router = http::router(
+            state,
+            &RouterOptions {
+                body_limit: config.body_limit_bytes,
+                component_limit: config.reducer_component_bytes,
+                request_timeout: Duration::from_secs(config.request_timeout_secs),
+                tokens: Tokens::new(&config.tokens),
+            },
+        );
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| DaemonError::Io {
+                    context: format!("listening on {}", config.listen),
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| DaemonError::Io {
+            context: "reading the bound address".into(),
+            source,
+        })?;
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            let _watch = watch;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stop.await;
+                })
+                .await
+                .map_err(|source| DaemonError::Io {
+                    context: "serving".into(),
+                    source,
+                })?;
+            manager.flush_cache_writes().await;
+            Ok(())
+        });
+        tracing::info!(address = %local_addr, "listening");
+        Ok(Self {
+            local_addr,
+            shutdown,
+            served,
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections, lets in-flight requests and pending
+    /// cache writes finish, and returns.
+    pub async fn shutdown(self) -> Result<(), DaemonError> {
+        let _ = self.shutdown.send(());
+        self.served.await.map_err(|e| DaemonError::Io {
+            context: "server task".into(),
+            source: std::io::Error::other(e),
+        })?
+    }
+}
+
+/// The event store (and reducer catalog) a database URL names.
+async fn open_store(
+    url: &str,
+) -> Result<(Arc<dyn EventStore>, Arc<dyn ReducerCatalog>), DaemonError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = Arc::new(PostgresStore::connect(url).await?);
+        Ok((store.clone(), store))
+    } else if url.starts_with("sqlite:") {
+        let store = Arc::new(SqliteStore::connect(url).await?);
+        Ok((store.clone(), store))
+    } else {
+        Err(DaemonError::Config(format!(
+            "database URL must start with postgres:// or sqlite:, got {url:?}"
+        )))
+    }
+}
+
+/// Without tokens, only loopback unless the operator insists.
+fn check_access(config: &ServeConfig) -> Result<(), DaemonError> {
+    if !config.tokens.is_empty() {
+        return Ok(());
+    }
+    if !config.listen.ip().is_loopback() && !config.allow_unauthenticated {
+        return Err(DaemonError::Config(format!(
+            "no tokens are configured, so every client would have every scope; refusing to listen on \
+             {} (configure --token, or pass --allow-unauthenticated)",
+            config.listen
+        )));
+    }
+    tracing::warn!(
+        address = %config.listen,
+        "no tokens configured: every client has every scope (read, write, admin)"
+    );
+    Ok(())
+}

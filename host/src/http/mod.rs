@@ -1,0 +1,172 @@
+//! The HTTP API (`/v1`), probes, metrics and the OpenAPI document.
+//!
+//! Handlers translate HTTP to log-manager and registry calls and back;
+//! nothing below them knows about HTTP. One file per resource (`logs`,
+//! `reducers`, `probes`), `error` for problem documents, `extract` for
+//! request parsing, `auth` for tokens and scopes, `metrics` for request
+//! metrics. The OpenAPI document is generated from the handlers'
+//! annotations, so it lists exactly the routes served.
+
+pub mod auth;
+pub mod error;
+mod extract;
+mod logs;
+mod metrics;
+mod probes;
+mod reducers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::log_manager::LogManager;
+use crate::store::EventStore;
+use auth::Tokens;
+use error::{PROBLEM_JSON, Problem};
+
+pub use metrics::handle as metrics_handle;
+
+/// The header carrying each request's id (set when the client sent none,
+/// echoed in the response, recorded in every log line of the request).
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Logs and reducers.
+    pub manager: LogManager,
+    /// The event store, for readiness checks.
+    pub store: Arc<dyn EventStore>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Largest `limit` of an events page.
+    pub page_limit_max: u32,
+}
+
+/// Limits and access control of a router.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// Largest JSON body.
+    pub body_limit: usize,
+    /// Largest deployed component.
+    pub component_limit: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Who may do what.
+    pub tokens: Tokens,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "eventlogs", description = "Event logs with WebAssembly reducers."),
+    tags(
+        (name = "logs", description = "create logs, append and read events, reduce"),
+        (name = "reducers", description = "deploy and activate reducer versions"),
+        (name = "probes", description = "liveness, readiness, metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// The API's routes and their OpenAPI description, before layers.
+fn routes(options: &RouterOptions) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let logs = OpenApiRouter::new()
+        .routes(routes!(logs::create))
+        .routes(routes!(logs::metadata))
+        .routes(routes!(logs::append))
+        .routes(routes!(logs::events))
+        .routes(routes!(logs::aggregate))
+        .layer(RequestBodyLimitLayer::new(options.body_limit));
+    let reducers = OpenApiRouter::new()
+        .routes(routes!(reducers::deploy))
+        .routes(routes!(reducers::describe))
+        .routes(routes!(reducers::list))
+        .layer(RequestBodyLimitLayer::new(options.component_limit))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(reducers::activate))
+                .layer(RequestBodyLimitLayer::new(options.body_limit)),
+        );
+    let protected = logs
+        .merge(reducers)
+        .routes(routes!(probes::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            options.tokens.clone(),
+            auth::authorize,
+        ));
+    let public = OpenApiRouter::new()
+        .routes(routes!(probes::healthz))
+        .routes(routes!(probes::readyz));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(protected)
+        .merge(public)
+        .route_layer(middleware::from_fn(metrics::record))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of every route [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let options = RouterOptions {
+        body_limit: 0,
+        component_limit: 0,
+        request_timeout: Duration::ZERO,
+        tokens: Tokens::default(),
+    };
+    routes(&options).1
+}
+
+/// The whole HTTP service.
+pub fn router(state: AppState, options: &RouterOptions) -> Router {
+    let (routes, api) = routes(options);
+    let document = axum::Json(api);
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { document.clone() }),
+        )
+        .fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) })
+        .layer(DefaultBodyLimit::disable())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            options.request_timeout,
+        ))
+        .layer(middleware::map_response(bare_errors_as_problems))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Layers (body limit, timeout) and axum itself (wrong method, extractor
+/// rejections that are not ours) answer some errors with plain text; give
+/// them the problem format every other error has.
+async fn bare_errors_as_problems(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        return Problem::for_status(status).into_response();
+    }
+    response
+}

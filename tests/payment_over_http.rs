@@ -1,0 +1,138 @@
+//! The seed's payment scenario over HTTP, on PostgreSQL + Redis and on the
+//! embedded defaults.
+
+use eventlogs_e2e::{TestDaemon, json};
+use reqwest::Method;
+use serde_json::json;
+
+async fn payment_scenario(daemon: TestDaemon) {
+    // Create, with an idempotency key; a retry replays.
+    let create = json!({
+        "reducer": "payment",
+        "event": {"Requested": {"request": {"amount_requested": 10000}}}
+    });
+    let first = daemon
+        .request(Method::POST, "/v1/logs")
+        .header("idempotency-key", "create-payment-1")
+        .json(&create)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 201);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let (_, created) = json(first).await;
+    let log_id = created["log_id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/logs/{log_id}"));
+    assert_eq!(created["replayed"], false);
+    let retry = daemon
+        .request(Method::POST, "/v1/logs")
+        .header("idempotency-key", "create-payment-1")
+        .json(&create)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let (status, replayed) = json(retry).await;
+    assert_eq!(
+        (status, &replayed["log_id"], &replayed["replayed"]),
+        (201, &created["log_id"], &json!(true))
+    );
+
+    let events = format!("/v1/logs/{log_id}/events");
+    let append = |body, if_match: &str| {
+        daemon
+            .request(Method::POST, &events)
+            .header("if-match", if_match)
+            .json(&body)
+            .send()
+    };
+    let authorized = append(
+        json!({"event": {"Authorized": {"amount": 10000, "approval_code": "xyz123"}}}),
+        "\"0\"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(authorized.status(), 200);
+
+    // The aggregate, whose ETag is the next append's If-Match.
+    let aggregate = format!("/v1/logs/{log_id}/aggregate");
+    let response = daemon.get(&aggregate).await;
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    let (status, reduced) = json(response).await;
+    assert_eq!((status, etag.as_str()), (200, "\"1\""));
+    assert_eq!(reduced["aggregate"]["amount_outstanding"], 10000);
+    assert_eq!(
+        (
+            reduced["from_cache"].clone(),
+            reduced["events_folded"].clone()
+        ),
+        (json!(false), json!(2))
+    );
+
+    let captured = append(
+        json!({"event": {"Captured": {"amount": 4000, "statement_descriptor": "Widgets, Inc"}}}),
+        &etag,
+    )
+    .await
+    .unwrap();
+    assert_eq!(captured.status(), 200);
+    // The cached reduction is written in the background; poll until a
+    // reduce folds only the new event.
+    let mut second = json!(null);
+    for _ in 0..100 {
+        let (_, body) = json(daemon.get(&aggregate).await).await;
+        if body["from_cache"] == true {
+            second = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(second["events_folded"], 1, "{second}");
+    assert_eq!(second["aggregate"]["amount_captured"], 4000);
+    assert_eq!(second["through_index"], 2);
+
+    let refunded = append(
+        json!({"event": {"Refunded": {"amount": 6000, "reference_number": "abc789"}}}),
+        "\"2\"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(refunded.status(), 200);
+    let (_, last) = json(daemon.get(&aggregate).await).await;
+    assert_eq!(last["aggregate"]["amount_outstanding"], 0);
+    assert_eq!(last["aggregate"]["amount_refunded"], 6000);
+
+    // Events, one page of 4, then paged by 3 with a Link to the rest.
+    let (status, page) = json(daemon.get(&format!("{events}?limit=4")).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(page.as_array().unwrap().len(), 4);
+    assert_eq!(page[1]["event"]["Authorized"]["approval_code"], "xyz123");
+    let paged = daemon.get(&format!("{events}?limit=3")).await;
+    let link = paged.headers()["link"].to_str().unwrap().to_owned();
+    assert_eq!(link, format!("<{events}?from=3&limit=3>; rel=\"next\""));
+    let rest = daemon.get(&format!("{events}?from=3&limit=3")).await;
+    assert!(rest.headers().get("link").is_none());
+
+    let (status, metadata) = json(daemon.get(&format!("/v1/logs/{log_id}")).await).await;
+    assert_eq!(
+        (
+            status,
+            metadata["last_index"].clone(),
+            metadata["reducer"].clone()
+        ),
+        (200, json!(3), json!("payment"))
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_scenario_on_postgres_and_redis() {
+    if let Some(daemon) = TestDaemon::on_postgres_and_redis().await {
+        payment_scenario(daemon).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_scenario_embedded() {
+    payment_scenario(TestDaemon::embedded().await).await;
+}

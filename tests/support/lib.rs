@@ -1,0 +1,202 @@
+//! Support for the end-to-end tests: daemons on port 0 over real stores,
+//! a client, and a TCP proxy that can cut a daemon off from PostgreSQL.
+
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use eventlogs_host::config::{DeployAtStart, ServeConfig};
+use eventlogs_host::daemon::Daemon;
+use eventlogs_host::http::auth::Token;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+
+/// The shared PostgreSQL server's admin URL (override with
+/// `EVENTLOGS_TEST_POSTGRES`).
+pub fn postgres_admin_url() -> String {
+    std::env::var("EVENTLOGS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The shared Redis server.
+pub const SHARED_REDIS: &str = "redis://127.0.0.1:6379/";
+
+/// Where `scripts/build-plugins` puts the compiled reducers.
+pub fn plugin_path(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("EVENTLOGS_PLUGIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin"),
+    };
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing; build the plugins with scripts/build-plugins",
+        path.display()
+    );
+    path
+}
+
+/// The bytes of a compiled plugin.
+pub fn plugin(name: &str) -> Vec<u8> {
+    std::fs::read(plugin_path(name)).unwrap()
+}
+
+/// A new database of its own on the shared PostgreSQL, or `None` (loudly)
+/// when the server is unreachable outside CI; under `CI=true` that fails.
+pub async fn postgres_database() -> Option<String> {
+    use sqlx::Connection;
+    let admin = postgres_admin_url();
+    let mut conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(conn) => conn,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("SKIPPED: PostgreSQL not reachable at {admin}: {e}");
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL is required under CI=true: {e}"),
+    };
+    let name = format!("eventlogs_e2e_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let (server, _) = admin
+        .rsplit_once('/')
+        .expect("EVENTLOGS_TEST_POSTGRES must end with /DATABASE");
+    Some(format!("{server}/{name}"))
+}
+
+/// A new SQLite file of its own.
+pub fn sqlite_database() -> String {
+    let dir = std::env::temp_dir().join(format!("eventlogs-e2e-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("sqlite://{}", dir.join("events.db").display())
+}
+
+/// Settings for a daemon on a free loopback port over `database_url`, with
+/// the example `payment` reducer deployed at start.
+pub fn config(database_url: &str) -> ServeConfig {
+    let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), database_url);
+    config.deploy = vec![DeployAtStart {
+        name: "payment".into(),
+        file: plugin_path("payment"),
+    }];
+    config
+}
+
+/// The same settings with Redis (the shared server, a prefix of its own).
+pub fn with_redis(mut config: ServeConfig) -> ServeConfig {
+    config.redis_url = Some(SHARED_REDIS.into());
+    config.redis_prefix = format!("eventlogs-e2e-{}:", uuid::Uuid::now_v7());
+    config
+}
+
+/// A running daemon and a client for it.
+pub struct TestDaemon {
+    daemon: Option<Daemon>,
+    /// Its base URL.
+    pub url: String,
+    /// The bearer token requests carry, if any.
+    pub token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl TestDaemon {
+    /// Starts a daemon.
+    pub async fn start(config: ServeConfig) -> Self {
+        let daemon = Daemon::start(&config).await.expect("daemon starts");
+        Self::at(daemon)
+    }
+
+    fn at(daemon: Daemon) -> Self {
+        let addr: SocketAddr = daemon.local_addr();
+        Self {
+            url: format!("http://{addr}"),
+            daemon: Some(daemon),
+            token: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A daemon on the embedded defaults (an SQLite file, in-process cache).
+    pub async fn embedded() -> Self {
+        Self::start(config(&sqlite_database())).await
+    }
+
+    /// A daemon on PostgreSQL and Redis, or `None` (loudly) without them.
+    pub async fn on_postgres_and_redis() -> Option<Self> {
+        Some(Self::start(with_redis(config(&postgres_database().await?))).await)
+    }
+
+    /// A request to `path`, with the token if set.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.url));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// POSTs JSON.
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.request(Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs.
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).send().await.unwrap()
+    }
+
+    /// Deploys component bytes under `name`.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Response {
+        self.request(Method::PUT, &format!("/v1/reducers/{name}"))
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Shuts the daemon down gracefully.
+    pub async fn stop(mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// A token secret with these scopes, for `ServeConfig::tokens`.
+pub fn token(secret: &str, scopes: &str) -> Token {
+    format!("{scopes}:{secret}").parse().unwrap()
+}
+
+/// A response's status and JSON body, asserting it is not a 5xx unless
+/// `allow_5xx`.
+pub async fn json(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Asserts a problem document of this status and kind.
+pub async fn assert_problem(response: Response, status: u16, kind: &str) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let (got, body) = json(response).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(content_type, "application/problem+json", "{body}");
+    assert_eq!(
+        body["type"],
+        format!("urn:eventlogs:problem:{kind}"),
+        "{body}"
+    );
+    body
+}
