@@ -196,6 +196,20 @@ async fn error_kinds(daemon: TestDaemon) {
         "{body}"
     );
     assert!(body["reducer_version"].is_string());
+
+    // What happened is in the metrics.
+    let metrics = daemon.get("/metrics").await.text().await.unwrap();
+    for expected in [
+        r#"http_requests_total{route="/v1/logs/{id}/events",method="POST",status="412"}"#,
+        "http_request_duration_seconds_bucket",
+        "eventlogs_appended_events_total",
+        "eventlogs_idempotent_replays_total",
+        "eventlogs_cache_misses_total",
+        r#"eventlogs_reducer_failures_total{kind="rejected-event"} 1"#,
+        r#"eventlogs_deploys_total{outcome="ok"} 1"#,
+    ] {
+        assert!(metrics.contains(expected), "no {expected} in\n{metrics}");
+    }
     daemon.stop().await;
 }
 

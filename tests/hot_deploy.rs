@@ -1,6 +1,7 @@
 //! Hot deploy over HTTP: a new version serves at once and never reads the
 //! old version's cached aggregates; rollback; and a second daemon on the
-//! same PostgreSQL serving a deploy made on the first within a second.
+//! same PostgreSQL (a separate process) serving a deploy made on the
+//! first within a second, and stopping gracefully on SIGTERM.
 
 use std::time::{Duration, Instant};
 
@@ -20,9 +21,16 @@ async fn deploy_rollback_and_a_second_daemon() {
         return;
     };
     let first = TestDaemon::start(with_redis(config(&database))).await;
-    let mut second_config = with_redis(config(&database));
-    second_config.deploy.clear();
-    let second = TestDaemon::start(second_config).await;
+    // The second daemon is a separate `eventlogs serve` process.
+    let second = TestDaemon::spawn(&[
+        "--database-url",
+        &database,
+        "--redis-url",
+        eventlogs_e2e::SHARED_REDIS,
+        "--redis-prefix",
+        &format!("eventlogs-e2e-{}:", uuid::Uuid::now_v7()),
+    ])
+    .await;
 
     let (_, v1) = json(first.get("/v1/reducers/payment").await).await;
     let v1 = v1["active_version"].as_str().unwrap().to_owned();

@@ -122,6 +122,14 @@ async fn payment_scenario(daemon: TestDaemon) {
         ),
         (200, json!(3), json!("payment"))
     );
+    let metrics = daemon.get("/metrics").await.text().await.unwrap();
+    for expected in [
+        "eventlogs_reductions_total",
+        "eventlogs_cache_hits_total",
+        "eventlogs_folded_events_total",
+    ] {
+        assert!(metrics.contains(expected), "no {expected} in\n{metrics}");
+    }
     daemon.stop().await;
 }
 

@@ -91,9 +91,33 @@ pub fn with_redis(mut config: ServeConfig) -> ServeConfig {
     config
 }
 
+/// How a test daemon runs.
+enum Running {
+    /// In this process (a `Daemon` on the test's runtime).
+    InProcess(Daemon),
+    /// As a separate `eventlogs serve` process.
+    Process(tokio::process::Child),
+}
+
+/// The `eventlogs` binary the process tests run (`EVENTLOGS_BIN`, or the
+/// debug build in the workspace's target folder, which `scripts/test`
+/// builds first).
+pub fn binary() -> PathBuf {
+    let path = match std::env::var_os("EVENTLOGS_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/eventlogs"),
+    };
+    assert!(
+        path.exists(),
+        "{} is missing; build it with cargo build -p eventlogs-host --bin eventlogs",
+        path.display()
+    );
+    path
+}
+
 /// A running daemon and a client for it.
 pub struct TestDaemon {
-    daemon: Option<Daemon>,
+    daemon: Option<Running>,
     /// Its base URL.
     pub url: String,
     /// The bearer token requests carry, if any.
@@ -112,7 +136,40 @@ impl TestDaemon {
         let addr: SocketAddr = daemon.local_addr();
         Self {
             url: format!("http://{addr}"),
-            daemon: Some(daemon),
+            daemon: Some(Running::InProcess(daemon)),
+            token: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Runs `eventlogs serve ARGS --listen 127.0.0.1:0` as a separate
+    /// process and waits until it listens.
+    pub async fn spawn(args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(binary())
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn eventlogs serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the daemon did not start within a minute")
+            .unwrap()
+            .expect("the daemon exited before listening");
+        let url = first
+            .strip_prefix("eventlogs listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_owned();
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            url,
+            daemon: Some(Running::Process(child)),
             token: None,
             http: reqwest::Client::new(),
         }
@@ -161,10 +218,25 @@ impl TestDaemon {
             .unwrap()
     }
 
-    /// Shuts the daemon down gracefully.
+    /// Shuts the daemon down gracefully: a process gets SIGTERM and must
+    /// exit successfully.
     pub async fn stop(mut self) {
-        if let Some(daemon) = self.daemon.take() {
-            daemon.shutdown().await.unwrap();
+        match self.daemon.take() {
+            Some(Running::InProcess(daemon)) => daemon.shutdown().await.unwrap(),
+            Some(Running::Process(mut child)) => {
+                let pid = child.id().expect("still running").to_string();
+                let sent = std::process::Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status()
+                    .unwrap();
+                assert!(sent.success());
+                let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+                    .await
+                    .expect("the daemon did not exit within 10 s of SIGTERM")
+                    .unwrap();
+                assert!(status.success(), "the daemon exited with {status}");
+            }
+            None => {}
         }
     }
 }
