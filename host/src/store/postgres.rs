@@ -1,8 +1,11 @@
 //! The production event store on PostgreSQL.
 //!
 //! Concurrency is enforced by the primary key `(log_id, idx)`, never by a
-//! lock in this process, so it holds across any number of hosts. Every
-//! query names one `log_id` (the idempotency-key lookup excepted).
+//! lock in this process, so it holds across any number of hosts. An append
+//! also locks its log's row (`FOR UPDATE`) while it reads the last index,
+//! so concurrent appends to one log wait their turn in the database rather
+//! than collide and retry. Every query names one `log_id` (the
+//! idempotency-key lookup excepted).
 
 use std::time::Duration;
 
@@ -234,13 +237,17 @@ async fn key_row(
     .map_err(unavailable)
 }
 
-/// The log's last index, `None` if the log does not exist.
+/// The log's last index, `None` if the log does not exist. Locks the log's
+/// row until the transaction ends, so appends to one log queue in the
+/// database instead of colliding on the next index and retrying; the
+/// primary key `(log_id, idx)` still backs the rule.
 async fn last_index(
     tx: &mut Transaction<'static, Postgres>,
     log_id: LogId,
 ) -> Result<Option<u64>, StoreError> {
     let row: Option<(Option<i64>,)> = sqlx::query_as(
-        "SELECT (SELECT max(idx) FROM events WHERE log_id = $1) FROM logs WHERE log_id = $1",
+        "SELECT (SELECT max(idx) FROM events WHERE log_id = $1) FROM logs WHERE log_id = $1
+         FOR UPDATE",
     )
     .bind(log_id.as_uuid())
     .fetch_optional(&mut **tx)
