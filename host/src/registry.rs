@@ -123,12 +123,7 @@ impl Registry {
             }
         };
         let stored = self.catalog.put_version(name, &bytes).await?;
-        let activation = self
-            .catalog
-            .activate(name, version)
-            .await?
-            .ok_or_else(|| RegistryError::VersionNotFound(name.to_owned(), version))?;
-        self.apply(&activation, reducer);
+        let activation = self.make_active(name, reducer).await?;
         tracing::info!(reducer = name, %version, generation = activation.generation, "deployed");
         Ok(Deployed {
             version: stored,
@@ -143,13 +138,20 @@ impl Registry {
         version: Version,
     ) -> Result<Activation, RegistryError> {
         let reducer = self.version(name, version).await?;
+        let activation = self.make_active(name, reducer).await?;
+        tracing::info!(reducer = name, %version, generation = activation.generation, "activated");
+        Ok(activation)
+    }
+
+    /// Activates a compiled, stored version in the catalog, then here.
+    async fn make_active(&self, name: &str, reducer: Reducer) -> Result<Activation, RegistryError> {
+        let version = reducer.version();
         let activation = self
             .catalog
             .activate(name, version)
             .await?
             .ok_or_else(|| RegistryError::VersionNotFound(name.to_owned(), version))?;
         self.apply(&activation, reducer);
-        tracing::info!(reducer = name, %version, generation = activation.generation, "activated");
         Ok(activation)
     }
 

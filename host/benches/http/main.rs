@@ -1,0 +1,178 @@
+//! The daemon's benchmark: HTTP figures beside baselines measured in the
+//! same run, on PostgreSQL + Redis.
+//!
+//! Run with `scripts/bench` (it builds the plugins and the optimised
+//! daemon). Every daemon figure has its baseline next to it:
+//! - appends, 16 clients each on its own log, versus raw sqlx doing the same
+//!   single-row inserts with the same concurrency;
+//! - 16 clients racing on one log with `If-Match` (winners and conflicts per
+//!   second) and 100-event batch appends (events per second), beside the
+//!   single-event figure;
+//! - reduce of a 10,000-event log, uncached versus cached with one new event;
+//! - the daemon's peak RSS while reducing a 1,000,000-event log, beside its
+//!   RSS at rest;
+//! - a hot deploy of a ~1 MiB component under an append-and-reduce load:
+//!   time to active, failed requests;
+//! - the payment load's p99 reduce latency with hostile reducers (a loop, a
+//!   memory hog, a panic, deep recursion) called beside it, against the
+//!   same load alone, and the daemon's RSS around it.
+//!
+//! The table is printed and written as JSON to `results/bench-http.json`.
+//! `BENCH_SECONDS` sets each load phase's length (default 10);
+//! `BENCH_BIG_LOG` the long log's length (default 1,000,000).
+
+mod baseline;
+mod daemon;
+mod load;
+mod mixed;
+mod report;
+
+use std::time::Duration;
+
+use report::{Figure, Report};
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = env_or("BENCH_SECONDS", 10);
+    let big_log: u64 = env_or("BENCH_BIG_LOG", 1_000_000);
+    let phase = Duration::from_secs(seconds);
+    let admin = std::env::var("EVENTLOGS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+
+    let database = daemon::new_database(&admin).await;
+    let daemon = daemon::Daemon::start(&database).await;
+    let client = load::Client::new(&daemon.url);
+    let mut report = Report::default();
+
+    eprintln!("appends: 16 clients, each on its own log, {seconds} s");
+    let appends = load::own_logs(&client, 16, phase).await;
+    let raw = baseline::inserts(&database, 16, phase).await;
+    report.push(Figure::ratio(
+        "append throughput, 16 clients (req/s)",
+        appends.per_second(),
+        raw.per_second(),
+        "raw sqlx single-row inserts, 16 tasks",
+        1.0,
+    ));
+    report.push(Figure::latency(
+        "append latency p50 (ms)",
+        appends.p50(),
+        raw.p50(),
+    ));
+    report.push(Figure::latency(
+        "append latency p99 (ms)",
+        appends.p99(),
+        raw.p99(),
+    ));
+
+    eprintln!("racing: 16 clients on one log with If-Match, {seconds} s");
+    let race = load::racing(&client, 16, phase).await;
+    report.push(Figure::plain(
+        "racing on one log: winners/s",
+        race.winners_per_second,
+        "conflicts/s",
+        race.conflicts_per_second,
+    ));
+
+    eprintln!("batches: 16 clients appending 100 events per request, {seconds} s");
+    let batches = load::batches(&client, 16, 100, phase).await;
+    report.push(Figure::ratio(
+        "batch appends of 100 (events/s)",
+        batches.per_second() * 100.0,
+        appends.per_second(),
+        "single-event appends (events/s)",
+        1.0,
+    ));
+
+    eprintln!("reduce: a 10,000-event log, uncached and cached");
+    let reduce = load::reduce_latency(&client, 10_000).await;
+    report.push(Figure::ratio(
+        "reduce 10k events, cached + 1 new event: speed-up",
+        reduce.uncached_ms / reduce.cached_ms,
+        1.0,
+        "uncached reduce",
+        10.0,
+    ));
+    report.push(Figure::plain(
+        "reduce 10k events: uncached (ms)",
+        reduce.uncached_ms,
+        "cached + 1 (ms)",
+        reduce.cached_ms,
+    ));
+
+    eprintln!("memory: reducing a {big_log}-event log");
+    let at_rest = daemon.rss_kib();
+    let log = load::long_log(&client, big_log).await;
+    daemon.reset_peak_rss();
+    let started = std::time::Instant::now();
+    let reduced = client.reduce(&log).await;
+    let took = started.elapsed();
+    assert_eq!(reduced["through_index"], big_log - 1, "{reduced}");
+    let peak = daemon.peak_rss_kib();
+    report.push(Figure::limit(
+        &format!("daemon peak RSS reducing {big_log} events (MiB)"),
+        peak as f64 / 1024.0,
+        at_rest as f64 / 1024.0,
+        "RSS at rest before loading it (MiB)",
+        100.0,
+    ));
+    report.push(Figure::plain(
+        &format!("reduce {big_log} events uncached (s)"),
+        took.as_secs_f64(),
+        "events/s",
+        big_log as f64 / took.as_secs_f64(),
+    ));
+
+    eprintln!("hot deploy of a 1 MiB component under load, {seconds} s");
+    let deploy = mixed::hot_deploy(&client, phase).await;
+    report.push(Figure::limit(
+        &format!(
+            "hot deploy of {} KiB: upload to active (ms)",
+            deploy.bytes / 1024
+        ),
+        deploy.deploy.as_secs_f64() * 1000.0,
+        deploy.first_use.as_secs_f64() * 1000.0,
+        "then to first use (ms)",
+        1000.0,
+    ));
+    report.push(Figure::limit(
+        "failed requests during the hot deploy",
+        deploy.failed as f64,
+        0.0,
+        "",
+        0.0,
+    ));
+
+    eprintln!("hostile reducers beside the payment load, 2 x {seconds} s");
+    let hostile = mixed::hostile(&client, &daemon, phase).await;
+    report.push(Figure::limit(
+        "payment reduce p99 with hostile reducers / without",
+        hostile.beside_p99 / hostile.alone_p99,
+        hostile.alone_p99,
+        "p99 without (ms)",
+        2.0,
+    ));
+    report.push(Figure::plain(
+        "daemon RSS after the hostile phase (MiB)",
+        hostile.rss_after as f64 / 1024.0,
+        "before (MiB)",
+        hostile.rss_before as f64 / 1024.0,
+    ));
+    report.push(Figure::plain(
+        "hostile calls (all failed, as they must)",
+        hostile.hostile_calls as f64,
+        "failed payment requests",
+        hostile.failed as f64,
+    ));
+
+    daemon.stop();
+    report.print();
+    report.write("results/bench-http.json");
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
