@@ -116,17 +116,6 @@ fn routes(options: &RouterOptions) -> (Router<AppState>, utoipa::openapi::OpenAp
         .split_for_parts()
 }
 
-/// The OpenAPI document of every route [`router`] serves.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let options = RouterOptions {
-        body_limit: 0,
-        component_limit: 0,
-        request_timeout: Duration::ZERO,
-        tokens: Tokens::default(),
-    };
-    routes(&options).1
-}
-
 /// The whole HTTP service.
 pub fn router(state: AppState, options: &RouterOptions) -> Router {
     let (routes, api) = routes(options);
