@@ -58,6 +58,8 @@ pub struct Deployed {
     pub version: StoredVersion,
     /// The activation that made it active.
     pub activation: Activation,
+    /// False when these bytes were already stored (nothing new was kept).
+    pub created: bool,
 }
 
 /// A reducer name, its stored versions and the active one.
@@ -122,10 +124,11 @@ impl Registry {
                     .expect("compile thread panicked")?
             }
         };
-        let stored = self.catalog.put_version(name, &bytes).await?;
+        let (stored, created) = self.catalog.put_version(name, &bytes).await?;
         let activation = self.make_active(name, reducer).await?;
         tracing::info!(reducer = name, %version, generation = activation.generation, "deployed");
         Ok(Deployed {
+            created,
             version: stored,
             activation,
         })

@@ -100,16 +100,11 @@ pub async fn deploy(
     if content_type != WASM {
         return Err(Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE).with("expected", WASM));
     }
-    let registry = state.manager.registry();
-    let known = registry.describe(&name).await.ok().is_some_and(|info| {
-        let version = Version::of(&body);
-        info.versions.iter().any(|v| v.version == version)
-    });
-    let outcome = registry.deploy(&name, body.to_vec()).await;
+    let outcome = state.manager.registry().deploy(&name, body.to_vec()).await;
     let outcome_label = if outcome.is_ok() { "ok" } else { "rejected" };
     metrics::counter!("eventlogs_deploys_total", "outcome" => outcome_label).increment(1);
     let deployed = outcome?;
-    let status = if known {
+    let status = if !deployed.created {
         StatusCode::OK
     } else {
         StatusCode::CREATED
@@ -118,7 +113,7 @@ pub async fn deploy(
         name,
         version: deployed.version.version.to_string(),
         size: deployed.version.size,
-        created: !known,
+        created: deployed.created,
     };
     Ok((status, axum::Json(body)).into_response())
 }

@@ -52,8 +52,13 @@ pub struct Activation {
 #[async_trait]
 pub trait ReducerCatalog: Send + Sync {
     /// Stores `bytes` as a version of `name`. Storing the same bytes again
-    /// changes nothing and returns the version as first stored.
-    async fn put_version(&self, name: &str, bytes: &[u8]) -> Result<StoredVersion, StoreError>;
+    /// changes nothing and returns the version as first stored. The flag
+    /// says whether this call stored it.
+    async fn put_version(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(StoredVersion, bool), StoreError>;
 
     /// The bytes of a stored version, `None` if there is no such version.
     async fn version_bytes(

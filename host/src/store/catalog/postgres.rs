@@ -22,9 +22,13 @@ const ACTIVATION_COLUMNS: &str = "name, active_version, generation,
 
 #[async_trait]
 impl ReducerCatalog for PostgresStore {
-    async fn put_version(&self, name: &str, bytes: &[u8]) -> Result<StoredVersion, StoreError> {
+    async fn put_version(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(StoredVersion, bool), StoreError> {
         let version = Version::of(bytes).to_string();
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO reducer_versions (name, version, bytes) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
         )
@@ -33,7 +37,9 @@ impl ReducerCatalog for PostgresStore {
         .bind(bytes)
         .execute(self.pool())
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)?
+        .rows_affected()
+            > 0;
         let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {VERSION_COLUMNS} FROM reducer_versions WHERE name = $1 AND version = $2"
         )))
@@ -42,7 +48,7 @@ impl ReducerCatalog for PostgresStore {
         .fetch_one(self.pool())
         .await
         .map_err(unavailable)?;
-        version_row(row)
+        Ok((version_row(row)?, inserted))
     }
 
     async fn version_bytes(

@@ -22,9 +22,13 @@ const ACTIVATION_COLUMNS: &str = "name, active_version, generation, activated_at
 
 #[async_trait]
 impl ReducerCatalog for SqliteStore {
-    async fn put_version(&self, name: &str, bytes: &[u8]) -> Result<StoredVersion, StoreError> {
+    async fn put_version(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(StoredVersion, bool), StoreError> {
         let version = Version::of(bytes).to_string();
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO reducer_versions (name, version, bytes, created_at) VALUES (?, ?, ?, ?)
              ON CONFLICT DO NOTHING",
         )
@@ -34,7 +38,9 @@ impl ReducerCatalog for SqliteStore {
         .bind(now_micros())
         .execute(self.pool())
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)?
+        .rows_affected()
+            > 0;
         let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {VERSION_COLUMNS} FROM reducer_versions WHERE name = ? AND version = ?"
         )))
@@ -43,7 +49,7 @@ impl ReducerCatalog for SqliteStore {
         .fetch_one(self.pool())
         .await
         .map_err(unavailable)?;
-        version_row(row)
+        Ok((version_row(row)?, inserted))
     }
 
     async fn version_bytes(
