@@ -125,7 +125,7 @@ async fn error_kinds(daemon: TestDaemon) {
         daemon
             .post(
                 "/v1/logs",
-                json!({"reducer": "payment", "log_id": log, "event": {}}),
+                json!({"reducer": "payment", "log_id": log, "event": {"Authorized": {"amount": 1}}}),
             )
             .await,
         409,
@@ -133,17 +133,15 @@ async fn error_kinds(daemon: TestDaemon) {
     )
     .await;
 
-    // Reducer failures, by kind.
+    // Reducer failures, by kind: appends the reducer refuses store nothing
+    // and leave the log readable.
     let over_capture = new_log(&daemon).await;
-    daemon
-        .post(
-            &format!("/v1/logs/{over_capture}/events"),
-            json!({"event": {"Captured": {"amount": 1000}}}),
-        )
-        .await;
     let rejected = assert_problem(
         daemon
-            .get(&format!("/v1/logs/{over_capture}/aggregate"))
+            .post(
+                &format!("/v1/logs/{over_capture}/events"),
+                json!({"event": {"Captured": {"amount": 1000}}}),
+            )
             .await,
         422,
         "reducer-rejected-event",
@@ -153,19 +151,27 @@ async fn error_kinds(daemon: TestDaemon) {
         (rejected["failure"].clone(), rejected["index"].clone()),
         (json!("rejected-event"), json!(1))
     );
+    let (status, _) = json(
+        daemon
+            .get(&format!("/v1/logs/{over_capture}/aggregate"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
     let garbage = new_log(&daemon).await;
-    daemon
-        .post(
-            &format!("/v1/logs/{garbage}/events"),
-            json!({"event": {"NoSuchEvent": 1}}),
-        )
-        .await;
     assert_problem(
-        daemon.get(&format!("/v1/logs/{garbage}/aggregate")).await,
+        daemon
+            .post(
+                &format!("/v1/logs/{garbage}/events"),
+                json!({"event": {"NoSuchEvent": 1}}),
+            )
+            .await,
         422,
         "reducer-undecodable-event",
     )
     .await;
+    let (_, meta) = json(daemon.get(&format!("/v1/logs/{garbage}")).await).await;
+    assert_eq!(meta["last_index"], json!(0));
     assert_eq!(
         daemon
             .deploy("grenade", plugin("fixture_panicking"))

@@ -24,6 +24,10 @@ async fn payment_scenario(daemon: TestDaemon) {
     let log_id = created["log_id"].as_str().unwrap().to_owned();
     assert_eq!(location, format!("/v1/logs/{log_id}"));
     assert_eq!(created["replayed"], false);
+    assert_eq!(
+        (&created["first_position"], &created["last_position"]),
+        (&json!(1), &json!(1))
+    );
     let retry = daemon
         .request(Method::POST, "/v1/logs")
         .header("idempotency-key", "create-payment-1")
@@ -61,12 +65,13 @@ async fn payment_scenario(daemon: TestDaemon) {
     let (status, reduced) = json(response).await;
     assert_eq!((status, etag.as_str()), (200, "\"1\""));
     assert_eq!(reduced["aggregate"]["amount_outstanding"], 10000);
+    // The append wrote its aggregate through to the cache: nothing to fold.
     assert_eq!(
         (
             reduced["from_cache"].clone(),
             reduced["events_folded"].clone()
         ),
-        (json!(false), json!(2))
+        (json!(true), json!(0))
     );
 
     let captured = append(
@@ -76,37 +81,66 @@ async fn payment_scenario(daemon: TestDaemon) {
     .await
     .unwrap();
     assert_eq!(captured.status(), 200);
-    // The cached reduction is written in the background; poll until a
-    // reduce folds only the new event.
-    let mut second = json!(null);
-    for _ in 0..100 {
-        let (_, body) = json(daemon.get(&aggregate).await).await;
-        if body["from_cache"] == true {
-            second = body;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(second["events_folded"], 1, "{second}");
+    // A second writer with the same If-Match loses.
+    let late = append(json!({"event": {"Captured": {"amount": 4000}}}), &etag)
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 412);
+    let (_, problem) = json(late).await;
+    assert_eq!(problem["current_index"], 2);
+    let (_, second) = json(daemon.get(&aggregate).await).await;
+    assert_eq!(
+        (&second["from_cache"], &second["events_folded"]),
+        (&json!(true), &json!(0)),
+        "{second}"
+    );
     assert_eq!(second["aggregate"]["amount_captured"], 4000);
     assert_eq!(second["through_index"], 2);
 
-    let refunded = append(
-        json!({"event": {"Refunded": {"amount": 6000, "reference_number": "abc789"}}}),
-        "\"2\"",
-    )
-    .await
-    .unwrap();
+    // Refunding more than is outstanding is refused; nothing is stored.
+    let too_much = daemon
+        .post(&events, json!({"event": {"Refunded": {"amount": 7000}}}))
+        .await;
+    assert_eq!(too_much.status(), 422);
+    let (_, problem) = json(too_much).await;
+    assert_eq!(
+        (&problem["type"], &problem["index"]),
+        (
+            &json!("urn:eventlogs:problem:reducer-rejected-event"),
+            &json!(3)
+        )
+    );
+
+    // Without If-Match: appended at the end.
+    let refunded = daemon
+        .post(
+            &events,
+            json!({"event": {"Refunded": {"amount": 6000, "reference_number": "abc789"}}}),
+        )
+        .await;
     assert_eq!(refunded.status(), 200);
     let (_, last) = json(daemon.get(&aggregate).await).await;
     assert_eq!(last["aggregate"]["amount_outstanding"], 0);
     assert_eq!(last["aggregate"]["amount_refunded"], 6000);
+    // A settled payment declines caching: resumed from index 2, one folded.
+    assert_eq!(
+        (
+            &last["from_cache"],
+            &last["events_folded"],
+            &last["through_index"]
+        ),
+        (&json!(true), &json!(1), &json!(3))
+    );
 
     // Events, one page of 4, then paged by 3 with a Link to the rest.
     let (status, page) = json(daemon.get(&format!("{events}?limit=4")).await).await;
     assert_eq!(status, 200);
     assert_eq!(page.as_array().unwrap().len(), 4);
     assert_eq!(page[1]["event"]["Authorized"]["approval_code"], "xyz123");
+    let positions: Vec<u64> = (0..4)
+        .map(|i| page[i]["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, [1, 2, 3, 4]);
     let paged = daemon.get(&format!("{events}?limit=3")).await;
     let link = paged.headers()["link"].to_str().unwrap().to_owned();
     assert_eq!(link, format!("<{events}?from=3&limit=3>; rel=\"next\""));

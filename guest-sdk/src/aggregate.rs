@@ -14,6 +14,13 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + 'static {
     /// The type each event's JSON payload decodes into.
     type Event: DeserializeOwned;
 
+    /// Whether the host checks appended events with this reducer before
+    /// storing them: each must decode into [`Aggregate::Event`] and pass
+    /// [`Aggregate::validate`] against the aggregate at the log's end, or
+    /// the append is refused and nothing is stored. Set it to `false` for a
+    /// reducer that accepts any JSON, to spare the write path the fold.
+    const VALIDATES: bool = true;
+
     /// Applies one event. Events are facts already recorded, so this cannot
     /// fail; to refuse an event, override [`Aggregate::validate`].
     fn apply(&mut self, record: &EventRecord<Self::Event>);

@@ -33,6 +33,10 @@ pub struct Reducer<A>(PhantomData<A>);
 
 impl<A: Aggregate> Guest for Reducer<A> {
     type Aggregate = GuestAggregate<A>;
+
+    fn validates() -> bool {
+        A::VALIDATES
+    }
 }
 
 /// An aggregate held inside the component between calls.

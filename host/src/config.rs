@@ -47,6 +47,23 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTLOGS_CACHE_MIN_EVENTS", default_value_t = 0)]
     pub cache_min_events: u64,
 
+    /// Connections in the PostgreSQL pool.
+    #[arg(long, env = "EVENTLOGS_DATABASE_POOL", default_value_t = 32)]
+    pub database_pool: u32,
+
+    /// How many of a reducer name's most recently appended logs a deploy
+    /// replays with the new version before activating it (0: none).
+    #[arg(long, env = "EVENTLOGS_DEPLOY_SAMPLE_LOGS", default_value_t = 100)]
+    pub deploy_sample_logs: u32,
+
+    /// How long a deploy may spend replaying logs, in milliseconds.
+    #[arg(
+        long,
+        env = "EVENTLOGS_DEPLOY_REPLAY_BUDGET_MS",
+        default_value_t = 2000
+    )]
+    pub deploy_replay_budget_ms: u64,
+
     /// Events read from the store and folded per reducer call.
     #[arg(long, env = "EVENTLOGS_FOLD_BATCH", default_value_t = 1000)]
     pub fold_batch: u32,

@@ -16,7 +16,7 @@ use crate::cache::{CacheError, ReductionCache};
 use crate::config::ServeConfig;
 use crate::http::auth::Tokens;
 use crate::http::{self, AppState, RouterOptions};
-use crate::log_manager::{LogManager, LogManagerOptions};
+use crate::log_manager::{DeployOptions, LogError, LogManager, LogManagerOptions};
 use crate::registry::{Registry, RegistryError};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::catalog::ReducerCatalog;
@@ -39,9 +39,12 @@ pub enum DaemonError {
     /// The WebAssembly runtime could not start.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    /// A reducer given to deploy at start was refused.
+    /// The reducer registry could not be opened.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A reducer given to deploy at start was refused.
+    #[error("deploying at start: {0}")]
+    Deploy(#[from] LogError),
     /// Listening or serving failed.
     #[error("{context}: {source}")]
     Io {
@@ -65,12 +68,21 @@ impl Daemon {
     pub async fn start(config: &ServeConfig) -> Result<Self, DaemonError> {
         check_access(config)?;
         let metrics = http::metrics_handle();
-        let (store, catalog) = open_store(&config.database_url).await?;
+        let (store, catalog) = open_store(&config.database_url, config.database_pool).await?;
         let cache: Arc<dyn ReductionCache> = match &config.redis_url {
             Some(url) => Arc::new(RedisCache::new(url, &config.redis_prefix)?),
             None => Arc::new(MemoryCache::new(config.memory_cache_bytes)),
         };
         let registry = Registry::open(Runtime::new(config.limits())?, catalog).await?;
+        let watch = registry.watch();
+        let options = LogManagerOptions {
+            batch_size: config.fold_batch,
+            cache_min_events: config.cache_min_events,
+            cache_ttl: config.cache_ttl_secs.map(Duration::from_secs),
+            deploy_sample_logs: config.deploy_sample_logs,
+            deploy_replay_budget: Duration::from_millis(config.deploy_replay_budget_ms),
+        };
+        let manager = LogManager::new(store, cache, registry, options);
         for deploy in &config.deploy {
             let bytes = tokio::fs::read(&deploy.file)
                 .await
@@ -78,19 +90,18 @@ impl Daemon {
                     context: format!("reading {}", deploy.file.display()),
                     source,
                 })?;
-            let deployed = registry.deploy(&deploy.name, bytes).await?;
-            tracing::info!(reducer = deploy.name, version = %deployed.version.version, "deployed at start");
+            let deployment = manager
+                .deploy(&deploy.name, bytes, DeployOptions::default())
+                .await?;
+            tracing::info!(
+                reducer = deploy.name,
+                version = %deployment.deployed.version.version,
+                replayed_logs = deployment.replayed_logs,
+                "deployed at start"
+            );
         }
-        let watch = registry.watch();
-        let options = LogManagerOptions {
-            batch_size: config.fold_batch,
-            cache_min_events: config.cache_min_events,
-            cache_ttl: config.cache_ttl_secs.map(Duration::from_secs),
-        };
-        let manager = LogManager::new(store.clone(), cache, registry, options);
         let state = AppState {
             manager: manager.clone(),
-            store,
             metrics,
             page_limit_max: config.page_limit_max,
         };
@@ -156,9 +167,10 @@ impl Daemon {
 /// The event store (and reducer catalog) a database URL names.
 async fn open_store(
     url: &str,
+    pool: u32,
 ) -> Result<(Arc<dyn EventStore>, Arc<dyn ReducerCatalog>), DaemonError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = Arc::new(PostgresStore::connect(url).await?);
+        let store = Arc::new(PostgresStore::connect_with(url, pool).await?);
         Ok((store.clone(), store))
     } else if url.starts_with("sqlite:") {
         let store = Arc::new(SqliteStore::connect(url).await?);

@@ -6,10 +6,12 @@
 //! embedded) and knows nothing about WebAssembly; `cache` keeps folded
 //! aggregates (Redis, or in-process); `registry` deploys reducer versions
 //! into the store's catalog and keeps them compiled, following activations
-//! made by other processes; `log_manager` ties them together into create,
-//! append, load and reduce; `log_id` names logs and `version` names reducer
-//! versions. `http` is the API over them, `config` the daemon's settings
-//! and `daemon` puts everything together.
+//! made by other processes; `log_manager` ties them together into
+//! validated writes, loads, reductions and guarded deploys, and is the only
+//! door `http` uses. `log_id` names logs, `version` names reducer versions
+//! and `payload` is an event's JSON, kept exactly as sent. `http` is the
+//! API over them, `config` the daemon's settings and `daemon` puts
+//! everything together.
 
 #![deny(missing_docs)]
 
@@ -20,6 +22,7 @@ pub mod daemon;
 pub mod http;
 mod log_id;
 pub mod log_manager;
+pub mod payload;
 pub mod registry;
 pub mod runtime;
 pub mod store;

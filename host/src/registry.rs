@@ -112,19 +112,34 @@ impl Registry {
     /// it. Deploying the same bytes again stores nothing new. Invalid bytes
     /// change nothing: the active version keeps serving.
     pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<Deployed, RegistryError> {
+        let reducer = self.prepare(name, &bytes).await?;
+        self.install(name, &bytes, reducer).await
+    }
+
+    /// Validates `bytes` as a version of `name` and compiles them (or finds
+    /// them compiled), storing and activating nothing.
+    pub async fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Reducer, RegistryError> {
         check_name(name)?;
-        let version = Version::of(&bytes);
-        let reducer = match self.compiled(name, version) {
-            Some(reducer) => reducer,
-            None => {
-                let bytes = bytes.clone();
-                let runtime = self.runtime.clone();
-                tokio::task::spawn_blocking(move || runtime.load(&bytes))
-                    .await
-                    .expect("compile thread panicked")?
-            }
-        };
-        let (stored, created) = self.catalog.put_version(name, &bytes).await?;
+        if let Some(reducer) = self.compiled(name, Version::of(bytes)) {
+            return Ok(reducer);
+        }
+        let bytes = bytes.to_vec();
+        let runtime = self.runtime.clone();
+        Ok(tokio::task::spawn_blocking(move || runtime.load(&bytes))
+            .await
+            .expect("compile thread panicked")?)
+    }
+
+    /// Stores `bytes` (which [`Registry::prepare`] compiled into `reducer`)
+    /// as a version of `name` and activates it.
+    pub async fn install(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        reducer: Reducer,
+    ) -> Result<Deployed, RegistryError> {
+        let version = reducer.version();
+        let (stored, created) = self.catalog.put_version(name, bytes).await?;
         let activation = self.make_active(name, reducer).await?;
         tracing::info!(reducer = name, %version, generation = activation.generation, "deployed");
         Ok(Deployed {

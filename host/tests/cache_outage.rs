@@ -12,7 +12,7 @@ use common::redis::PrivateRedis;
 use common::sqlite;
 use eventlogs_host::LogId;
 use eventlogs_host::cache::redis::RedisCache;
-use eventlogs_host::store::Append;
+use eventlogs_host::log_manager::Append;
 use serde_json::json;
 
 const LOGS: usize = 4;
@@ -31,7 +31,7 @@ async fn redis_flushed_stopped_and_restarted_during_reductions() {
             .create(
                 Some(*log_id),
                 "payment",
-                &[json!({"Authorized": {"amount": 1}})],
+                common::events(&[json!({"Authorized": {"amount": 1}})]),
                 None,
             )
             .await
@@ -51,7 +51,7 @@ async fn redis_flushed_stopped_and_restarted_during_reductions() {
                 manager
                     .append(Append {
                         log_id,
-                        events: &[json!({"Authorized": {"amount": 1}})],
+                        events: common::events(&[json!({"Authorized": {"amount": 1}})]),
                         expected_last_index: None,
                         idempotency_key: None,
                     })

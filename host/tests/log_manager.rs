@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::manager::{Parts, amount, cached_through, embedded, parts};
-use common::{plugin, sqlite};
+use common::{events as evs, plugin, sqlite};
 use eventlogs_host::LogId;
 use eventlogs_host::cache::redis::RedisCache;
 use eventlogs_host::cache::{CacheKey, CachedReduction};
-use eventlogs_host::log_manager::LogError;
+use eventlogs_host::log_manager::{Append, LogError};
 use eventlogs_host::runtime::EventBatch;
-use eventlogs_host::store::{Append, StoreError};
+use eventlogs_host::store::StoreError;
 use serde_json::{Value, json};
 
 async fn seed_payment_scenario(parts: Parts) {
@@ -24,24 +24,26 @@ async fn seed_payment_scenario(parts: Parts) {
     m.create(
         Some(log_id),
         "payment",
-        &requested,
+        evs(&requested),
         Some(&format!("create-{log_id}")),
     )
     .await
     .unwrap();
     let authorized = [json!({"Authorized": {"amount": 10000, "approval_code": "xyz123"}})];
-    let append = |events, expected| Append {
+    let append = |events: &[Value], expected| Append {
         log_id,
-        events,
+        events: evs(events),
         expected_last_index: Some(expected),
         idempotency_key: None,
     };
     m.append(append(&authorized, 0)).await.unwrap();
 
+    // Every append wrote its aggregate through to the cache: reducing folds
+    // nothing.
     let first = m.reduce(log_id, None).await.unwrap();
     assert_eq!(
         (first.from_cache, first.events_folded, first.through_index),
-        (false, 2, 1)
+        (true, 0, 1)
     );
     assert_eq!(amount(&first, "amount_outstanding"), 10000);
     let key = CacheKey {
@@ -62,7 +64,7 @@ async fn seed_payment_scenario(parts: Parts) {
             second.events_folded,
             second.through_index
         ),
-        (true, 1, 2)
+        (true, 0, 2)
     );
     assert_eq!(amount(&second, "amount_captured"), 4000);
     assert_eq!(amount(&second, "amount_outstanding"), 6000);
@@ -98,11 +100,12 @@ async fn seed_payment_scenario(parts: Parts) {
 
     let page = m.load(log_id, 0, 101).await.unwrap();
     assert_eq!(page.len(), 4);
+    // Three appends and four reductions, each resumed from the cache.
     assert_eq!(
         m.cache_counters()
             .hits
             .load(std::sync::atomic::Ordering::Relaxed),
-        3
+        7
     );
 }
 
@@ -114,7 +117,7 @@ async fn unknown_logs_and_reducers_are_errors(parts: Parts) {
         Err(LogError::Store(StoreError::LogNotFound(id))) if id == ghost
     ));
     assert!(matches!(
-        m.create(Some(LogId::new()), "nonexistent", &[json!({})], None).await,
+        m.create(Some(LogId::new()), "nonexistent", evs(&[json!({})]), None).await,
         Err(LogError::ReducerNotFound(name)) if name == "nonexistent"
     ));
 }
@@ -126,10 +129,11 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
         json!({"Authorized": {"amount": 500}}),
         json!({"Captured": {"amount": 200}}),
     ];
-    m.create(Some(log_id), "payment", &events, None)
+    m.create(Some(log_id), "payment", evs(&events), None)
         .await
         .unwrap();
     let honest = m.reduce(log_id, None).await.unwrap();
+    assert_eq!((honest.from_cache, honest.events_folded), (true, 0));
     let key = CacheKey {
         reducer: "payment".into(),
         version: honest.reducer_version,
@@ -180,7 +184,7 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
 
     // An entry under another reducer version is never read.
     let fresh = LogId::new();
-    m.create(Some(fresh), "payment", &events, None)
+    m.create(Some(fresh), "payment", evs(&events), None)
         .await
         .unwrap();
     let other_version = CacheKey {
@@ -195,7 +199,8 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
     };
     parts.cache.put(&other_version, &bogus, None).await.unwrap();
     let reduced = m.reduce(fresh, None).await.unwrap();
-    assert_eq!((reduced.from_cache, reduced.events_folded), (false, 2));
+    // It resumed from its own version's entry, which the create wrote.
+    assert_eq!((reduced.from_cache, reduced.events_folded), (true, 0));
     assert_eq!(
         amount(&reduced, "amount_captured"),
         amount(&honest, "amount_captured")
@@ -224,7 +229,7 @@ async fn an_unreachable_cache_changes_nothing() {
     ];
     parts
         .manager
-        .create(Some(log_id), "payment", &events, None)
+        .create(Some(log_id), "payment", evs(&events), None)
         .await
         .unwrap();
     for _ in 0..2 {
@@ -257,9 +262,22 @@ async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
         .map(|_| json!({"Authorized": {"amount": 1}}))
         .collect();
     manager
-        .create(Some(log_id), "payment", &events, None)
+        .create(Some(log_id), "payment", evs(&events), None)
         .await
         .unwrap();
+    // Spoil the entry the create wrote through, so the next reduce is a
+    // long fold from the start.
+    let a_key = CacheKey {
+        reducer: "payment".into(),
+        version: a.version(),
+        log_id,
+    };
+    let beyond = CachedReduction {
+        through_index: 1_000_000,
+        reduced_at: 0,
+        aggregate: "{}".into(),
+    };
+    cache.put(&a_key, &beyond, None).await.unwrap();
 
     // Start a long fold on A; swap to B once it has resolved its reducer
     // (it counts its cache lookup right after).
@@ -285,11 +303,6 @@ async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
         "the in-flight fold finished on A"
     );
     assert_eq!(amount(&on_a, "amount_approved"), 3_000);
-    let a_key = CacheKey {
-        reducer: "payment".into(),
-        version: a.version(),
-        log_id,
-    };
     cached_through(&*cache, &a_key, 2_999).await;
 
     // New reductions use B, which never reads A's cached aggregate.

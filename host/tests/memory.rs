@@ -5,7 +5,8 @@ mod common;
 
 use common::manager::{Parts, amount};
 use eventlogs_host::LogId;
-use eventlogs_host::store::Append;
+use eventlogs_host::cache::{CacheKey, CachedReduction};
+use eventlogs_host::log_manager::Append;
 use serde_json::{Value, json};
 
 const EVENTS: u64 = 200_000;
@@ -33,13 +34,14 @@ async fn reducing_200_000_events_keeps_memory_bounded(parts: Parts) {
     let page: Vec<Value> = (0..PAGE)
         .map(|i| json!({"Authorized": {"amount": 1, "approval_code": format!("code-{i:06}")}}))
         .collect();
-    m.create(Some(log_id), "payment", &page, None)
+    let page = common::events(&page);
+    m.create(Some(log_id), "payment", page.clone(), None)
         .await
         .unwrap();
     for _ in 1..EVENTS / PAGE {
         m.append(Append {
             log_id,
-            events: &page,
+            events: page.clone(),
             expected_last_index: None,
             idempotency_key: None,
         })
@@ -47,6 +49,19 @@ async fn reducing_200_000_events_keeps_memory_bounded(parts: Parts) {
         .unwrap();
     }
     drop(page);
+    // Appends wrote their aggregate through to the cache; an entry beyond
+    // the log's end is ignored, so the reduce below folds every event.
+    let key = CacheKey {
+        reducer: "payment".into(),
+        version: parts.registry.active("payment").unwrap().version(),
+        log_id,
+    };
+    let beyond = CachedReduction {
+        through_index: u64::MAX / 2,
+        reduced_at: 0,
+        aggregate: "{}".into(),
+    };
+    parts.cache.put(&key, &beyond, None).await.unwrap();
 
     reset_peak_rss();
     let before = common::rss_kib();

@@ -144,7 +144,7 @@ async fn activations_reach_other_processes_within_a_second(db: Box<dyn Database>
     a.create(
         Some(log_id),
         "payment",
-        &[json!({"Authorized": {"amount": 7}})],
+        common::events(&[json!({"Authorized": {"amount": 7}})]),
         None,
     )
     .await

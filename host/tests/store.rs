@@ -6,11 +6,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{postgres, sqlite};
+use common::{events, postgres, sqlite};
 
 use eventlogs_host::LogId;
+use eventlogs_host::payload::Payload;
 use eventlogs_host::store::postgres::PostgresStore;
-use eventlogs_host::store::{Append, Appended, Create, EventStore, StoreError};
+use eventlogs_host::store::{Appended, EventStore, StoreError, Write, Written};
 use serde_json::{Value, json};
 
 type Store = Arc<dyn EventStore>;
@@ -46,6 +47,10 @@ behaviours!(
     idempotent_append_replays_even_with_a_stale_expectation,
     batch_append_is_all_or_nothing,
     racing_appends_have_exactly_one_winner_per_index,
+    unconditional_appends_all_succeed_in_shared_batches,
+    one_bad_request_never_fails_its_batch,
+    positions_are_gap_free_in_commit_order,
+    payloads_come_back_byte_for_byte,
     bad_requests_store_nothing,
 );
 
@@ -53,40 +58,30 @@ fn payment(n: i64) -> Value {
     json!({"Captured": {"amount": n, "statement_descriptor": "Widgets, Inc"}})
 }
 
-async fn create(store: &Store, events: &[Value]) -> LogId {
+async fn create(store: &Store, values: &[Value]) -> LogId {
     let log_id = LogId::new();
     let created = store
-        .create(Create {
-            log_id,
-            log_id_chosen: true,
-            reducer: "payment",
-            events,
-            idempotency_key: None,
-        })
+        .write(Write::create(log_id, true, "payment", events(values)))
         .await
         .unwrap();
+    let Written::Stored(appended) = created else {
+        panic!("a new log is stored, not replayed: {created:?}")
+    };
     assert_eq!(
-        created,
-        Appended {
-            log_id,
-            first_index: 0,
-            last_index: events.len() as u64 - 1
-        }
+        (appended.log_id, appended.first_index, appended.last_index),
+        (log_id, 0, values.len() as u64 - 1)
     );
     log_id
 }
 
-fn append<'a>(
-    log_id: LogId,
-    events: &'a [Value],
-    expected: Option<u64>,
-    key: Option<&'a str>,
-) -> Append<'a> {
-    Append {
-        log_id,
-        events,
-        expected_last_index: expected,
-        idempotency_key: key,
+fn append(log_id: LogId, values: &[Value], expected: Option<u64>, key: Option<&str>) -> Write {
+    Write::append(log_id, expected, events(values)).with_key(key)
+}
+
+fn stored_now(written: Result<Written, StoreError>) -> Appended {
+    match written {
+        Ok(Written::Stored(appended)) => appended,
+        other => panic!("expected a stored write, got {other:?}"),
     }
 }
 
@@ -101,11 +96,9 @@ async fn stored(store: &Store, log_id: LogId) -> Vec<(u64, Value)> {
 async fn create_append_and_page(store: Store) {
     let log_id = create(&store, &[payment(1)]).await;
     let batch = [payment(2), payment(3), payment(4)];
-    let appended = store
-        .append(append(log_id, &batch, Some(0), None))
-        .await
-        .unwrap();
+    let appended = stored_now(store.write(append(log_id, &batch, Some(0), None)).await);
     assert_eq!((appended.first_index, appended.last_index), (1, 3));
+    assert_eq!(appended.last_position(), appended.first_position + 2);
 
     let info = store.log(log_id).await.unwrap();
     assert_eq!((info.reducer.as_str(), info.last_index), ("payment", 3));
@@ -116,6 +109,8 @@ async fn create_append_and_page(store: Store) {
         [0, 1, 2, 3]
     );
     assert!(all.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at));
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(all[1].position, appended.first_position);
     assert!(all[0].recorded_at >= info.created_at);
     let payloads: Vec<Value> = all
         .iter()
@@ -136,64 +131,49 @@ async fn unknown_logs_are_not_found(store: Store) {
         store.events(ghost, 0, 10).await,
         Err(StoreError::LogNotFound(ghost))
     );
-    let events = [payment(1)];
     assert_eq!(
-        store.append(append(ghost, &events, None, None)).await,
+        store.write(append(ghost, &[payment(1)], None, None)).await,
         Err(StoreError::LogNotFound(ghost))
     );
 }
 
 async fn idempotent_create_replays_and_refuses_reuse(store: Store) {
     let log_id = LogId::new();
-    let events = [payment(1)];
-    let request = Create {
-        log_id,
-        log_id_chosen: true,
-        reducer: "payment",
-        events: &events,
-        idempotency_key: Some("create-1"),
-    };
-    let created = store.create(request).await.unwrap();
+    let request =
+        Write::create(log_id, true, "payment", events(&[payment(1)])).with_key(Some("create-1"));
+    let created = stored_now(store.write(request.clone()).await);
     assert_eq!(
-        store.create(request).await,
-        Err(StoreError::IdempotentReplay(created))
+        store.write(request.clone()).await,
+        Ok(Written::Replayed(created))
+    );
+    assert_eq!(
+        store.earlier(&request).await,
+        Ok(Some(Written::Replayed(created)))
     );
 
     // A server-generated id is not part of the request: a retry gets a new
     // one and still replays the original.
-    let generated = Create {
-        log_id: LogId::new(),
-        log_id_chosen: false,
-        idempotency_key: Some("create-generated"),
-        ..request
+    let generated = |id| {
+        Write::create(id, false, "payment", events(&[payment(1)])).with_key(Some("create-gen"))
     };
-    let original = store.create(generated).await.unwrap();
-    let retry = Create {
-        log_id: LogId::new(),
-        ..generated
-    };
+    let original = stored_now(store.write(generated(LogId::new())).await);
     assert_eq!(
-        store.create(retry).await,
-        Err(StoreError::IdempotentReplay(original))
+        store.write(generated(LogId::new())).await,
+        Ok(Written::Replayed(original))
     );
 
-    let other = [payment(2)];
+    let other =
+        Write::create(log_id, true, "payment", events(&[payment(2)])).with_key(Some("create-1"));
     assert_eq!(
-        store
-            .create(Create {
-                events: &other,
-                ..request
-            })
-            .await,
+        store.write(other.clone()).await,
         Err(StoreError::IdempotencyKeyReused)
     );
     assert_eq!(
-        store
-            .create(Create {
-                idempotency_key: None,
-                ..request
-            })
-            .await,
+        store.earlier(&other).await,
+        Err(StoreError::IdempotencyKeyReused)
+    );
+    assert_eq!(
+        store.write(request.clone().with_key(None)).await,
         Err(StoreError::LogExists(log_id))
     );
     assert_eq!(stored(&store, log_id).await, [(0, payment(1))]);
@@ -201,19 +181,14 @@ async fn idempotent_create_replays_and_refuses_reuse(store: Store) {
 
 async fn idempotent_append_replays_even_with_a_stale_expectation(store: Store) {
     let log_id = create(&store, &[payment(1)]).await;
-    let events = [payment(2)];
-    let request = append(log_id, &events, Some(0), Some("append-1"));
-    let appended = store.append(request).await.unwrap();
+    let request = append(log_id, &[payment(2)], Some(0), Some("append-1"));
+    let appended = stored_now(store.write(request.clone()).await);
     assert_eq!((appended.first_index, appended.last_index), (1, 1));
     // The retry's expectation (index 0) is stale now; it is still a replay.
-    assert_eq!(
-        store.append(request).await,
-        Err(StoreError::IdempotentReplay(appended))
-    );
-    let different = [payment(3)];
+    assert_eq!(store.write(request).await, Ok(Written::Replayed(appended)));
     assert_eq!(
         store
-            .append(append(log_id, &different, Some(1), Some("append-1")))
+            .write(append(log_id, &[payment(3)], Some(1), Some("append-1")))
             .await,
         Err(StoreError::IdempotencyKeyReused)
     );
@@ -225,14 +200,15 @@ async fn idempotent_append_replays_even_with_a_stale_expectation(store: Store) {
 
 async fn batch_append_is_all_or_nothing(store: Store) {
     let log_id = create(&store, &[payment(1)]).await;
-    store
-        .append(append(log_id, &[payment(2)], Some(0), None))
-        .await
-        .unwrap();
+    stored_now(
+        store
+            .write(append(log_id, &[payment(2)], Some(0), None))
+            .await,
+    );
     let batch = [payment(3), payment(4), payment(5)];
     assert_eq!(
         store
-            .append(append(log_id, &batch, Some(0), Some("late")))
+            .write(append(log_id, &batch, Some(0), Some("late")))
             .await,
         Err(StoreError::ConcurrentAppend {
             current_last_index: 1
@@ -240,10 +216,11 @@ async fn batch_append_is_all_or_nothing(store: Store) {
     );
     assert_eq!(stored(&store, log_id).await.len(), 2);
     // The refused request did not consume its idempotency key.
-    let appended = store
-        .append(append(log_id, &batch, Some(1), Some("late")))
-        .await
-        .unwrap();
+    let appended = stored_now(
+        store
+            .write(append(log_id, &batch, Some(1), Some("late")))
+            .await,
+    );
     assert_eq!((appended.first_index, appended.last_index), (2, 4));
 }
 
@@ -257,17 +234,15 @@ async fn racing_appends_have_exactly_one_winner_per_index(store: Store) {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let event = [json!({"round": round + 1, "writer": writer})];
-                    store
-                        .append(append(log_id, &event, Some(round), None))
-                        .await
+                    store.write(append(log_id, &event, Some(round), None)).await
                 })
             })
             .collect();
         let mut winners = 0;
         for task in tasks {
             match task.await.unwrap() {
-                Ok(appended) => {
-                    assert_eq!(appended.first_index, round + 1);
+                Ok(written) => {
+                    assert_eq!(written.appended().first_index, round + 1);
                     winners += 1;
                 }
                 Err(StoreError::ConcurrentAppend { current_last_index }) => {
@@ -292,17 +267,161 @@ async fn racing_appends_have_exactly_one_winner_per_index(store: Store) {
     assert!(events.iter().all(|(i, e)| e["round"] == json!(*i)));
 }
 
+/// Appends without an expectation never conflict: concurrent ones to one
+/// log chain inside a batch, and many logs share each transaction.
+async fn unconditional_appends_all_succeed_in_shared_batches(store: Store) {
+    let logs = [
+        create(&store, &[json!(0)]).await,
+        create(&store, &[json!(0)]).await,
+    ];
+    let tasks: Vec<_> = (0..400u64)
+        .map(|i| {
+            let store = store.clone();
+            let log_id = logs[(i % 2) as usize];
+            tokio::spawn(async move { store.write(append(log_id, &[json!(i)], None, None)).await })
+        })
+        .collect();
+    for task in tasks {
+        stored_now(task.await.unwrap());
+    }
+    for log_id in logs {
+        let indexes: Vec<u64> = stored(&store, log_id)
+            .await
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(indexes, (0..=200).collect::<Vec<_>>());
+    }
+}
+
+/// A batch mixing every kind of outcome: each request gets its own.
+async fn one_bad_request_never_fails_its_batch(store: Store) {
+    let log_id = create(&store, &[payment(1)]).await;
+    let taken = create(&store, &[payment(1)]).await;
+    let writes = vec![
+        append(log_id, &[payment(2)], Some(7), None),
+        append(log_id, &[payment(3)], None, Some("mixed")),
+        Write::create(taken, true, "payment", events(&[payment(9)])),
+        append(LogId::new(), &[payment(4)], None, None),
+        append(log_id, &[payment(5)], None, Some("mixed")),
+        append(log_id, &[payment(6)], None, Some("mixed")),
+        Write::create(LogId::new(), true, "payment", events(&[payment(7)])),
+    ];
+    let tasks: Vec<_> = writes
+        .into_iter()
+        .map(|write| {
+            let store = store.clone();
+            tokio::spawn(async move { store.write(write).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    assert!(matches!(
+        outcomes[0],
+        Err(StoreError::ConcurrentAppend { .. })
+    ));
+    assert_eq!(outcomes[2], Err(StoreError::LogExists(taken)));
+    assert!(matches!(outcomes[3], Err(StoreError::LogNotFound(_))));
+    stored_now(outcomes[6].clone());
+    // Three different requests under one key, in whatever order they were
+    // queued: one is stored, the other two are reuses.
+    let keyed = [&outcomes[1], &outcomes[4], &outcomes[5]];
+    let winners: Vec<Appended> = keyed
+        .iter()
+        .filter_map(|o| match o {
+            Ok(Written::Stored(appended)) => Some(*appended),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "{keyed:?}");
+    assert_eq!(
+        keyed
+            .iter()
+            .filter(|o| ***o == Err(StoreError::IdempotencyKeyReused))
+            .count(),
+        2
+    );
+    let stored_log = stored(&store, log_id).await;
+    assert_eq!(stored_log.len(), 2);
+    assert_eq!(stored_log[1].0, winners[0].first_index);
+    assert_eq!(stored(&store, taken).await, [(0, payment(1))]);
+}
+
+/// Positions: unique, gap-free, in commit order, whatever commits
+/// concurrently; a reader paging by position sees each event once.
+async fn positions_are_gap_free_in_commit_order(store: Store) {
+    let before = store.feed(0, u32::MAX).await.unwrap().len();
+    let log_id = create(&store, &[json!("first")]).await;
+    let tasks: Vec<_> = (0..100u64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Every third one conflicts and stores nothing.
+                let expected = (i % 3 == 0).then_some(u64::MAX - 1);
+                store
+                    .write(append(log_id, &[json!(i), json!(i)], expected, None))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.feed(after, 7).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), before + 1 + 66 * 2);
+    let positions: Vec<u64> = seen.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=seen.len() as u64).collect::<Vec<_>>());
+    // Within a log, positions follow indexes.
+    let ours: Vec<u64> = seen
+        .iter()
+        .filter(|e| e.log_id == log_id)
+        .map(|e| e.index)
+        .collect();
+    assert_eq!(ours, (0..=132).collect::<Vec<_>>());
+}
+
+/// What a client sent comes back byte for byte: big and small numbers,
+/// escapes, key order, duplicate keys and whitespace.
+async fn payloads_come_back_byte_for_byte(store: Store) {
+    let texts = [
+        r#"{"add": 18446744073709551617}"#,
+        "1e300",
+        "0.1",
+        r#""é\n\"\\""#,
+        "{ \"z\" : 1,\n  \"a\" : { \"y\": [1, 2.50, -0], \"b\": null }, \"z\": 2 }",
+        r#""\ud83d\ude00 \u00e9""#,
+    ];
+    let payloads: Vec<Payload> = texts.iter().map(|t| Payload::parse(t).unwrap()).collect();
+    let log_id = LogId::new();
+    stored_now(
+        store
+            .write(Write::create(log_id, true, "payment", payloads.into()))
+            .await,
+    );
+    let back: Vec<String> = store
+        .events(log_id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(back, texts);
+}
+
 async fn bad_requests_store_nothing(store: Store) {
     let log_id = LogId::new();
     assert_eq!(
         store
-            .create(Create {
-                log_id,
-                log_id_chosen: true,
-                reducer: "payment",
-                events: &[],
-                idempotency_key: None
-            })
+            .write(Write::create(log_id, true, "payment", events(&[])))
             .await,
         Err(StoreError::NoEvents)
     );
@@ -312,13 +431,13 @@ async fn bad_requests_store_nothing(store: Store) {
     );
     let existing = create(&store, &[payment(1)]).await;
     assert_eq!(
-        store.append(append(existing, &[], None, None)).await,
+        store.write(append(existing, &[], None, None)).await,
         Err(StoreError::NoEvents)
     );
     // An expectation beyond the end would leave a gap: refused.
     assert_eq!(
         store
-            .append(append(existing, &[payment(2)], Some(5), None))
+            .write(append(existing, &[payment(2)], Some(5), None))
             .await,
         Err(StoreError::ConcurrentAppend {
             current_last_index: 0
@@ -348,9 +467,7 @@ async fn two_postgres_pools_race_with_one_winner_per_index() {
                 let store = stores[writer % 2].clone();
                 tokio::spawn(async move {
                     let event = [json!({"round": round + 1})];
-                    store
-                        .append(append(log_id, &event, Some(round), None))
-                        .await
+                    store.write(append(log_id, &event, Some(round), None)).await
                 })
             })
             .collect();

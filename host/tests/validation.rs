@@ -87,3 +87,10 @@ fn a_reducer_whose_initial_aggregate_is_too_large_fails_its_trial_run() {
         .expect("refused");
     assert!(matches!(err, InvalidComponent::InitFailed(_)), "{err}");
 }
+
+#[test]
+fn reducers_declare_whether_appends_are_validated() {
+    let rt = runtime(|_| {});
+    assert!(load(&rt, "payment").validates());
+    assert!(!load(&rt, "counter").validates());
+}

@@ -33,7 +33,7 @@ fn plugin(name: &str) -> PathBuf {
 }
 
 impl Daemon {
-    /// Starts `eventlogs serve` with the payment reducer deployed.
+    /// Starts `eventlogs serve` with the payment and counter reducers deployed.
     pub async fn start(database: &str) -> Self {
         let prefix = format!("eventlogs-bench-{}:", uuid::Uuid::now_v7());
         let mut child = Command::new(env!("CARGO_BIN_EXE_eventlogs"))
@@ -52,6 +52,8 @@ impl Daemon {
             ])
             .arg("--deploy")
             .arg(format!("payment={}", plugin("payment").display()))
+            .arg("--deploy")
+            .arg(format!("counter={}", plugin("counter").display()))
             .args(["--page-limit-max", "1000"])
             .env("EVENTLOGS_LOG", "warn")
             .stdout(Stdio::piped())

@@ -59,7 +59,8 @@ impl Client {
     }
 
     /// Deploys `bytes` under `name`; the status.
-    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> u16 {
+    /// Deploys; the status code and the answer.
+    pub async fn deploy_json(&self, name: &str, bytes: Vec<u8>) -> (u16, Value) {
         let response = self
             .http
             .put(format!("{}/v1/reducers/{name}", self.url))
@@ -68,7 +69,12 @@ impl Client {
             .send()
             .await
             .unwrap();
-        response.status().as_u16()
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> u16 {
+        self.deploy_json(name, bytes).await.0
     }
 
     /// The log's reduction, or the status of a failure.
@@ -176,11 +182,12 @@ where
     Latencies::merge(all, started.elapsed())
 }
 
-/// `clients` clients, each appending single events to its own log.
-pub async fn own_logs(client: &Client, clients: usize, span: Duration) -> Latencies {
+/// `clients` clients, each appending single events to its own log bound
+/// to `reducer` (`payment` validates appends, `counter` does not).
+pub async fn own_logs(client: &Client, reducer: &str, clients: usize, span: Duration) -> Latencies {
     let mut logs = Vec::new();
     for _ in 0..clients {
-        logs.push(client.create(vec![authorized()]).await);
+        logs.push(client.create_for(reducer, vec![authorized()]).await);
     }
     let logs = Arc::new(logs);
     let client = client.clone();
@@ -195,6 +202,38 @@ pub async fn own_logs(client: &Client, clients: usize, span: Duration) -> Latenc
         }
     })
     .await
+}
+
+/// What appending to one log without `If-Match` achieved.
+pub struct OneLog {
+    /// Appends answered 2xx, per second.
+    pub per_second: f64,
+    /// Appends answered anything else.
+    pub failed: u64,
+}
+
+/// `clients` clients appending single events to one payment log without
+/// `If-Match`: every one must succeed.
+pub async fn one_log(client: &Client, clients: usize, span: Duration) -> OneLog {
+    let log = Arc::<str>::from(client.create(vec![authorized()]).await);
+    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let latencies = run_timed(clients, span, {
+        let (client, failed) = (client.clone(), failed.clone());
+        move |_, _| {
+            let (client, log, failed) = (client.clone(), log.clone(), failed.clone());
+            async move {
+                if client.append(&log, json!([authorized()]), None).await != 200 {
+                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    })
+    .await;
+    let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    OneLog {
+        per_second: latencies.per_second() - failed as f64 / span.as_secs_f64(),
+        failed,
+    }
 }
 
 /// What racing on one log achieved.

@@ -3,8 +3,10 @@
 //!
 //! Run with `scripts/bench` (it builds the plugins and the optimised
 //! daemon). Every daemon figure has its baseline next to it:
-//! - appends, 16 clients each on its own log, versus raw sqlx doing the same
-//!   single-row inserts with the same concurrency;
+//! - appends, 16 and 64 clients each on its own log, validated (payment)
+//!   and not (counter), versus raw sqlx doing single-row inserts with the
+//!   same concurrency and versus the seed library (`eventlogs` 0.2.1)
+//!   in-process; 16 clients appending to one log without `If-Match`;
 //! - 16 clients racing on one log with `If-Match` (winners and conflicts per
 //!   second) and 100-event batch appends (events per second), beside the
 //!   single-event figure;
@@ -26,6 +28,7 @@ mod daemon;
 mod load;
 mod mixed;
 mod report;
+mod seed;
 
 use std::time::Duration;
 
@@ -44,25 +47,72 @@ async fn main() {
     let client = load::Client::new(&daemon.url);
     let mut report = Report::default();
 
-    eprintln!("appends: 16 clients, each on its own log, {seconds} s");
-    let appends = load::own_logs(&client, 16, phase).await;
-    let raw = baseline::inserts(&database, 16, phase).await;
-    report.push(Figure::ratio(
-        "append throughput, 16 clients (req/s)",
-        appends.per_second(),
-        raw.per_second(),
-        "raw sqlx single-row inserts, 16 tasks",
-        1.0,
-    ));
-    report.push(Figure::latency(
-        "append latency p50 (ms)",
-        appends.p50(),
-        raw.p50(),
-    ));
-    report.push(Figure::latency(
-        "append latency p99 (ms)",
-        appends.p99(),
-        raw.p99(),
+    let mut single_event_appends = 0.0;
+    for clients in [16, 64] {
+        eprintln!("appends: {clients} clients, each on its own log, {seconds} s per phase");
+        let validated = load::own_logs(&client, "payment", clients, phase).await;
+        let unvalidated = load::own_logs(&client, "counter", clients, phase).await;
+        let raw = baseline::inserts(&database, clients, phase).await;
+        let seed = seed::appends(&database, clients, phase).await;
+        if clients == 16 {
+            single_event_appends = validated.per_second();
+        }
+        report.push(Figure::ratio(
+            &format!("append throughput, {clients} clients, validated by payment (req/s)"),
+            validated.per_second(),
+            raw.per_second(),
+            &format!("raw sqlx single-row inserts, {clients} tasks"),
+            1.0,
+        ));
+        report.push(Figure::ratio(
+            &format!("append throughput, {clients} clients, validated by payment (req/s)"),
+            validated.per_second(),
+            seed.per_second(),
+            &format!("seed library in-process, {clients} tasks"),
+            1.0,
+        ));
+        report.push(Figure::ratio(
+            &format!("append throughput, {clients} clients, counter (no validation) (req/s)"),
+            unvalidated.per_second(),
+            raw.per_second(),
+            &format!("raw sqlx single-row inserts, {clients} tasks"),
+            1.0,
+        ));
+        report.push(Figure::ratio(
+            &format!("append throughput, {clients} clients, counter (no validation) (req/s)"),
+            unvalidated.per_second(),
+            seed.per_second(),
+            &format!("seed library in-process, {clients} tasks"),
+            1.0,
+        ));
+        for (name, ours) in [("payment", &validated), ("counter", &unvalidated)] {
+            report.push(Figure::latency(
+                &format!("append latency p50, {clients} clients, {name} (ms) vs raw"),
+                ours.p50(),
+                raw.p50(),
+            ));
+            report.push(Figure::latency(
+                &format!("append latency p99, {clients} clients, {name} (ms) vs raw"),
+                ours.p99(),
+                raw.p99(),
+            ));
+        }
+        report.push(Figure::plain(
+            &format!("seed library latency p50, {clients} tasks (ms)"),
+            seed.p50(),
+            "p99 (ms)",
+            seed.p99(),
+        ));
+    }
+
+    eprintln!("one log: 16 clients without If-Match, {seconds} s");
+    let one = load::one_log(&client, 16, phase).await;
+    report.push(Figure::limit(
+        "one log, 16 clients without If-Match: non-2xx answers",
+        one.failed as f64,
+        one.per_second,
+        "appends/s",
+        0.0,
     ));
 
     eprintln!("racing: 16 clients on one log with If-Match, {seconds} s");
@@ -79,7 +129,7 @@ async fn main() {
     report.push(Figure::ratio(
         "batch appends of 100 (events/s)",
         batches.per_second() * 100.0,
-        appends.per_second(),
+        single_event_appends,
         "single-event appends (events/s)",
         1.0,
     ));
@@ -134,6 +184,15 @@ async fn main() {
         deploy.first_use.as_secs_f64() * 1000.0,
         "then to first use (ms)",
         1000.0,
+    ));
+    report.push(Figure::plain(
+        &format!(
+            "hot deploy, guard replaying {} logs (ms)",
+            deploy.replayed_logs
+        ),
+        deploy.deploy.as_secs_f64() * 1000.0,
+        "guard with no logs to replay (ms)",
+        deploy.deploy_unguarded.as_secs_f64() * 1000.0,
     ));
     report.push(Figure::limit(
         "failed requests during the hot deploy",

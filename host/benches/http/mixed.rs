@@ -92,8 +92,14 @@ pub struct HotDeploy {
     /// Size of the deployed component.
     pub bytes: usize,
     /// From sending the upload to the daemon answering that the version is
-    /// active (upload, validation, compilation, activation).
+    /// active (upload, validation, compilation, the deploy guard's replay
+    /// of the name's logs, activation).
     pub deploy: Duration,
+    /// The same upload under a name with no logs, so the guard replays
+    /// nothing: the deploy with the guard off, in effect.
+    pub deploy_unguarded: Duration,
+    /// How many logs the guarded deploy replayed.
+    pub replayed_logs: u64,
     /// From the deploy's answer to the first reduction by the new version.
     pub first_use: Duration,
     /// Requests of the steady load that failed.
@@ -111,9 +117,16 @@ pub async fn hot_deploy(client: &Client, span: Duration) -> HotDeploy {
     let bytes = large.len();
     let version = sha256_hex(&large);
     let started = Instant::now();
-    let status = client.deploy("ledger", large).await;
-    let deploy = started.elapsed();
+    let (status, _) = client
+        .deploy_json("ledger-without-logs", large.clone())
+        .await;
+    let deploy_unguarded = started.elapsed();
     assert_eq!(status, 201);
+    let started = Instant::now();
+    let (status, answer) = client.deploy_json("ledger", large).await;
+    let deploy = started.elapsed();
+    assert_eq!(status, 201, "{answer}");
+    let replayed_logs = answer["replayed_logs"].as_u64().unwrap_or(0);
     let probe_log = client.create_for("ledger", vec![json!({})]).await;
     let answered = Instant::now();
     let first_use = loop {
@@ -128,6 +141,8 @@ pub async fn hot_deploy(client: &Client, span: Duration) -> HotDeploy {
     HotDeploy {
         bytes,
         deploy,
+        deploy_unguarded,
+        replayed_logs,
         first_use,
         failed: steady.failed,
     }

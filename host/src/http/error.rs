@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::auth::Scope;
-use crate::log_manager::LogError;
+use crate::log_manager::{DeployError, LogError};
 use crate::registry::RegistryError;
 use crate::runtime::{FailureKind, ReducerError};
 use crate::store::StoreError;
@@ -202,8 +202,13 @@ impl From<StoreError> for Problem {
             StoreError::NoEvents => {
                 Self::bad_request("no-events", "at least one event is required")
             }
-            // Handlers answer replays themselves; reaching here is a bug.
-            StoreError::IdempotentReplay(_) => Self::internal(&"unhandled idempotent replay"),
+            StoreError::Unstorable(message) => {
+                tracing::info!(error = %message, "the database refused a request's data");
+                Self::bad_request(
+                    "unstorable-event",
+                    "the database cannot store a value in this request",
+                )
+            }
             StoreError::Unavailable(message) => {
                 tracing::warn!(error = %message, "event store unavailable");
                 Self::unavailable()
@@ -271,6 +276,7 @@ impl From<LogError> for Problem {
             }
             LogError::Reducer(error) => error.into(),
             LogError::Registry(error) => error.into(),
+            LogError::Deploy(error) => deploy_refused(&error),
         }
     }
 }
@@ -282,4 +288,51 @@ fn reducer_not_found(name: &str) -> Problem {
         "Reducer not found",
         format!("no reducer named {name:?} is deployed"),
     )
+}
+
+/// A deploy whose new version fails on existing logs: each failing log with
+/// how the reducer failed on it.
+fn deploy_refused(error: &DeployError) -> Problem {
+    let failing: Vec<Value> = error
+        .failures
+        .iter()
+        .map(|(log_id, failure)| {
+            let mut entry = json!({
+                "log_id": log_id.to_string(),
+                "failure": failure.kind.name(),
+                "detail": failure.to_string(),
+            });
+            if let FailureKind::UndecodableEvent { index, .. }
+            | FailureKind::RejectedEvent { index, .. } = failure.kind
+            {
+                entry["index"] = index.into();
+            }
+            entry
+        })
+        .collect();
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "deploy-breaks-logs",
+        "New version fails on existing logs",
+        format!("{error}; nothing was activated (deploy with ?force=true to activate anyway)"),
+    )
+    .with("version", error.version.to_string())
+    .with("replayed_logs", error.replayed_logs)
+    .with("failing_logs", failing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_the_database_refuses_is_a_400_that_leaks_nothing() {
+        let problem = Problem::from(StoreError::Unstorable("secret table detail".into()));
+        assert_eq!(problem.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(problem.kind, "unstorable-event");
+        assert!(!problem.detail.contains("secret"));
+        let outage = Problem::from(StoreError::Unavailable("secret".into()));
+        assert_eq!(outage.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!outage.detail.contains("secret"));
+    }
 }

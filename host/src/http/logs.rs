@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
@@ -13,8 +12,9 @@ use super::AppState;
 use super::error::Problem;
 use super::extract::{Json, Query, expected_index, idempotency_key, log_id};
 use crate::Version;
-use crate::log_manager::Reduction;
-use crate::store::{Append, Appended, StoreError};
+use crate::log_manager::{Append, LogError, Reduction};
+use crate::payload::{Payload, PayloadError};
+use crate::store::{Events, Written};
 
 /// Default `limit` of an events page.
 const DEFAULT_PAGE: u32 = 100;
@@ -30,10 +30,10 @@ pub struct CreateLog {
     log_id: Option<String>,
     /// The first events, in order. Give `events` or `event`.
     #[schema(value_type = Option<Vec<Object>>)]
-    events: Option<Vec<Value>>,
+    events: Option<Vec<Box<RawValue>>>,
     /// The first event alone.
     #[schema(value_type = Option<Object>)]
-    event: Option<Value>,
+    event: Option<Box<RawValue>>,
 }
 
 /// Events to append atomically: `events` (a batch) or `event`.
@@ -42,21 +42,26 @@ pub struct CreateLog {
 pub struct AppendEvents {
     /// Events, stored with contiguous indexes, all or none.
     #[schema(value_type = Option<Vec<Object>>)]
-    events: Option<Vec<Value>>,
+    events: Option<Vec<Box<RawValue>>>,
     /// One event.
     #[schema(value_type = Option<Object>)]
-    event: Option<Value>,
+    event: Option<Box<RawValue>>,
 }
 
 /// What a create or append stored.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Written {
+#[schema(as = Written)]
+pub struct WrittenView {
     /// The log written to.
     log_id: String,
     /// Index of the first event stored.
     first_index: u64,
     /// Index of the last event stored; also the response's `ETag`.
     last_index: u64,
+    /// Global position of the first event stored (the feed's order).
+    first_position: u64,
+    /// Global position of the last event stored.
+    last_position: u64,
     /// True when this answers a retry with an `Idempotency-Key` already
     /// used for the same request: nothing new was stored.
     replayed: bool,
@@ -80,9 +85,12 @@ pub struct LogMetadata {
 pub struct EventRecord {
     /// 0-based position in the log.
     index: u64,
+    /// Position in the whole store: unique, gap-free, increasing in commit
+    /// order.
+    position: u64,
     /// When the store recorded it, microseconds since the Unix epoch (UTC).
     recorded_at_micros: i64,
-    /// The event as sent.
+    /// The event, byte for byte as sent.
     #[schema(value_type = Object)]
     event: Box<RawValue>,
 }
@@ -132,9 +140,10 @@ pub struct Aggregate {
     request_body = CreateLog,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry return the original result")),
     responses(
-        (status = 201, description = "created (or, marked `replayed`, a retry's original result)", body = Written),
-        (status = 400, description = "bad input"), (status = 404, description = "unknown reducer"),
-        (status = 409, description = "log id taken"), (status = 422, description = "key reused with another body"),
+        (status = 201, description = "created (or, marked `replayed`, a retry's original result)", body = WrittenView),
+        (status = 400, description = "bad input, e.g. an event holding \\u0000"), (status = 404, description = "unknown reducer"),
+        (status = 409, description = "log id taken"),
+        (status = 422, description = "the reducer refused an event (`index` names it), or the key was reused with another body"),
     )
 )]
 pub async fn create(
@@ -147,7 +156,7 @@ pub async fn create(
     let log_id = body.log_id.as_deref().map(log_id).transpose()?;
     let outcome = state
         .manager
-        .create(log_id, &body.reducer, &events, key.as_deref())
+        .create(log_id, &body.reducer, events.clone(), key.as_deref())
         .await;
     written(StatusCode::CREATED, outcome, events.len())
 }
@@ -162,10 +171,11 @@ pub async fn create(
         ("Idempotency-Key" = Option<String>, Header, description = "makes a retry return the original result"),
     ),
     responses(
-        (status = 200, description = "appended (or, marked `replayed`, a retry's original result)", body = Written),
+        (status = 200, description = "appended (or, marked `replayed`, a retry's original result)", body = WrittenView),
+        (status = 400, description = "bad input, e.g. an event holding \\u0000"),
         (status = 404, description = "unknown log"),
         (status = 412, description = "the log does not end at If-Match; `current_index` says where it ends"),
-        (status = 422, description = "key reused with another body"),
+        (status = 422, description = "the reducer refused an event (`index` names it), or the key was reused with another body"),
     )
 )]
 pub async fn append(
@@ -181,7 +191,7 @@ pub async fn append(
         .manager
         .append(Append {
             log_id,
-            events: &events,
+            events: events.clone(),
             expected_last_index: expected_index(&headers)?,
             idempotency_key: key.as_deref(),
         })
@@ -243,6 +253,7 @@ pub async fn events(
         .map(|e| {
             Ok(EventRecord {
                 index: e.index,
+                position: e.position,
                 recorded_at_micros: e.recorded_at,
                 event: RawValue::from_string(e.payload).map_err(|e| Problem::internal(&e))?,
             })
@@ -304,39 +315,56 @@ fn aggregate_body(reduction: Reduction) -> Result<Aggregate, Problem> {
     })
 }
 
-/// `events` or `event`, exactly one of them, not empty.
-fn one_or_many(events: Option<Vec<Value>>, event: Option<Value>) -> Result<Vec<Value>, Problem> {
-    match (events, event) {
-        (Some(events), None) if !events.is_empty() => Ok(events),
-        (None, Some(event)) => Ok(vec![event]),
-        _ => Err(Problem::bad_request(
-            "no-events",
-            "give a non-empty `events` array or one `event`",
-        )),
-    }
+/// `events` or `event`, exactly one of them, not empty, each storable.
+fn one_or_many(
+    events: Option<Vec<Box<RawValue>>>,
+    event: Option<Box<RawValue>>,
+) -> Result<Events, Problem> {
+    let raw = match (events, event) {
+        (Some(events), None) if !events.is_empty() => events,
+        (None, Some(event)) => vec![event],
+        _ => {
+            return Err(Problem::bad_request(
+                "no-events",
+                "give a non-empty `events` array or one `event`",
+            ));
+        }
+    };
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            Payload::new(raw).map_err(|error| {
+                let kind = match error {
+                    PayloadError::Nul => "unstorable-event",
+                    PayloadError::NotJson(_) => "malformed-json",
+                };
+                Problem::bad_request(kind, format!("event {i} of the request: {error}"))
+                    .with("event", i)
+            })
+        })
+        .collect()
 }
 
 /// The response to a create or append, including an idempotent replay.
 fn written(
     status: StatusCode,
-    outcome: Result<Appended, crate::log_manager::LogError>,
+    outcome: Result<Written, LogError>,
     events: usize,
 ) -> Result<Response, Problem> {
-    let (appended, replayed) = match outcome {
-        Ok(appended) => {
-            metrics::counter!("eventlogs_appended_events_total").increment(events as u64);
-            (appended, false)
-        }
-        Err(crate::log_manager::LogError::Store(StoreError::IdempotentReplay(original))) => {
-            metrics::counter!("eventlogs_idempotent_replays_total").increment(1);
-            (original, true)
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let body = Written {
+    let written = outcome?;
+    let appended = written.appended();
+    let replayed = written.is_replay();
+    if replayed {
+        metrics::counter!("eventlogs_idempotent_replays_total").increment(1);
+    } else {
+        metrics::counter!("eventlogs_appended_events_total").increment(events as u64);
+    }
+    let body = WrittenView {
         log_id: appended.log_id.to_string(),
         first_index: appended.first_index,
         last_index: appended.last_index,
+        first_position: appended.first_position,
+        last_position: appended.last_position(),
         replayed,
     };
     let location = format!("/v1/logs/{}", appended.log_id);

@@ -15,7 +15,6 @@ mod metrics;
 mod probes;
 mod reducers;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -33,7 +32,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::log_manager::LogManager;
-use crate::store::EventStore;
 use auth::Tokens;
 use error::{PROBLEM_JSON, Problem};
 
@@ -48,8 +46,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     /// Logs and reducers.
     pub manager: LogManager,
-    /// The event store, for readiness checks.
-    pub store: Arc<dyn EventStore>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Largest `limit` of an events page.

@@ -20,7 +20,7 @@ pub async fn healthz() -> &'static str {
     responses((status = 200, description = "ready"), (status = 503, description = "the event store is unreachable"))
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, Problem> {
-    state.store.ping().await?;
+    state.manager.ping().await?;
     Ok("ready\n")
 }
 

@@ -5,12 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::Problem;
-use super::extract::Json;
+use super::extract::{Json, Query};
 use crate::Version;
+use crate::log_manager::DeployOptions;
 use crate::registry::ReducerInfo;
 use crate::store::catalog::{Activation, StoredVersion};
 
@@ -53,6 +55,18 @@ pub struct DeployedView {
     /// False when these bytes had been deployed before (nothing new was
     /// stored; the version was activated again).
     created: bool,
+    /// How many existing logs bound to the name the new version replayed
+    /// before it was activated.
+    replayed_logs: usize,
+    /// Logs it failed on, when the deploy was forced.
+    failed_logs: Vec<String>,
+}
+
+/// How a deploy is checked.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeployQuery {
+    /// Activate even if the new version fails on existing logs.
+    force: Option<bool>,
 }
 
 /// Which version to activate.
@@ -78,18 +92,19 @@ pub struct ActivationView {
 #[utoipa::path(
     put, path = "/v1/reducers/{name}", tag = "reducers",
     request_body(content = Vec<u8>, content_type = "application/wasm"),
-    params(("name" = String, Path, description = "reducer name: a-z, 0-9, '-', '_'")),
+    params(("name" = String, Path, description = "reducer name: a-z, 0-9, '-', '_'"), DeployQuery),
     responses(
         (status = 201, description = "stored and activated", body = DeployedView),
         (status = 200, description = "these bytes were already stored; activated", body = DeployedView),
         (status = 413, description = "larger than the component limit"),
         (status = 415, description = "not application/wasm"),
-        (status = 422, description = "not a valid reducer; the active version keeps serving"),
+        (status = 422, description = "not a valid reducer, or (`deploy-breaks-logs`) it fails on existing logs, listed in `failing_logs`; the active version keeps serving"),
     )
 )]
 pub async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(query): Query<DeployQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
@@ -100,10 +115,14 @@ pub async fn deploy(
     if content_type != WASM {
         return Err(Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE).with("expected", WASM));
     }
-    let outcome = state.manager.registry().deploy(&name, body.to_vec()).await;
+    let options = DeployOptions {
+        force: query.force.unwrap_or(false),
+    };
+    let outcome = state.manager.deploy(&name, body.to_vec(), options).await;
     let outcome_label = if outcome.is_ok() { "ok" } else { "rejected" };
     metrics::counter!("eventlogs_deploys_total", "outcome" => outcome_label).increment(1);
-    let deployed = outcome?;
+    let deployment = outcome?;
+    let deployed = deployment.deployed;
     let status = if !deployed.created {
         StatusCode::OK
     } else {
@@ -114,6 +133,12 @@ pub async fn deploy(
         version: deployed.version.version.to_string(),
         size: deployed.version.size,
         created: deployed.created,
+        replayed_logs: deployment.replayed_logs,
+        failed_logs: deployment
+            .failed_logs
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     };
     Ok((status, axum::Json(body)).into_response())
 }
@@ -124,7 +149,7 @@ pub async fn deploy(
     responses((status = 200, body = Vec<ReducerView>))
 )]
 pub async fn list(State(state): State<AppState>) -> Result<axum::Json<Vec<ReducerView>>, Problem> {
-    let infos = state.manager.registry().list().await?;
+    let infos = state.manager.reducers().await?;
     Ok(axum::Json(infos.into_iter().map(view).collect()))
 }
 
@@ -138,9 +163,7 @@ pub async fn describe(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<axum::Json<ReducerView>, Problem> {
-    Ok(axum::Json(view(
-        state.manager.registry().describe(&name).await?,
-    )))
+    Ok(axum::Json(view(state.manager.reducer(&name).await?)))
 }
 
 /// Activate a stored version (a rollback, or a roll forward again).
@@ -161,7 +184,7 @@ pub async fn activate(
         .map_err(|e: crate::ParseVersionError| {
             Problem::bad_request("invalid-version", e.to_string())
         })?;
-    let activation = state.manager.registry().activate(&name, version).await?;
+    let activation = state.manager.activate(&name, version).await?;
     Ok(axum::Json(activation_view(activation)))
 }
 

@@ -46,7 +46,7 @@ pub enum InvalidComponent {
     DisallowedImports(Vec<String>),
     /// The component does not export the reducer interface this host
     /// expects (another world, or another version of it).
-    #[error("component does not export the eventlogs:reducer/reducer@0.1.0 interface: {0}")]
+    #[error("component does not export the eventlogs:reducer/reducer@0.2.0 interface: {0}")]
     WrongWorld(String),
     /// Creating and serialising a fresh aggregate failed.
     #[error("component failed its trial run: {0}")]

@@ -63,7 +63,7 @@ impl Runtime {
     ///
     /// Checks, in order: the size cap, that the bytes compile, that every
     /// import is on the allowlist, that the component exports the
-    /// `eventlogs:reducer/reducer@0.1.0` interface with the expected types,
+    /// `eventlogs:reducer/reducer@0.2.0` interface with the expected types,
     /// and that a fresh aggregate can be created and serialised. Compiling
     /// takes milliseconds to a second for large components, so call it off
     /// the async executor.

@@ -20,6 +20,7 @@ pub struct Reducer {
     version: Version,
     pre: ReducerComponentPre<Sandbox>,
     shared: Arc<Shared>,
+    validates: bool,
 }
 
 /// Whether an aggregate may be cached, as the reducer decided.
@@ -50,12 +51,32 @@ impl Reducer {
             version,
             pre,
             shared,
+            validates: true,
         }
     }
 
     /// This reducer's version: the sha256 of its component bytes.
     pub fn version(&self) -> Version {
         self.version
+    }
+
+    /// Whether the reducer checks appended events before they are stored
+    /// (the contract's `validates`).
+    pub fn validates(&self) -> bool {
+        self.validates
+    }
+
+    /// Asks the reducer whether it validates, in a fresh sandbox, and
+    /// remembers the answer (called once, when the version is loaded).
+    pub(crate) fn learn_validates(&mut self) -> Result<(), ReducerError> {
+        let (mut store, bindings) = self.instantiate()?;
+        self.validates = call(&mut store, &self.shared, self.version, |store| {
+            bindings
+                .eventlogs_reducer_reducer()
+                .call_validates(store)
+                .map(Ok)
+        })?;
+        Ok(())
     }
 
     /// Starts a fold from the initial aggregate of an empty log, in a fresh

@@ -58,7 +58,10 @@ pub(crate) fn load(shared: &Arc<Shared>, bytes: &[u8]) -> Result<Reducer, Invali
         .map_err(|e| InvalidComponent::WrongWorld(format!("{e:#}")))?;
     let pre = ReducerComponentPre::new(instance_pre)
         .map_err(|e| InvalidComponent::WrongWorld(format!("{e:#}")))?;
-    let reducer = Reducer::new(Version::of(bytes), pre, shared.clone());
+    let mut reducer = Reducer::new(Version::of(bytes), pre, shared.clone());
+    reducer
+        .learn_validates()
+        .map_err(InvalidComponent::InitFailed)?;
     reducer
         .start()
         .and_then(|fold| fold.finish())

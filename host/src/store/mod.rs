@@ -1,12 +1,18 @@
 //! Event stores: where logs and their immutable events live.
 //!
-//! [`EventStore`] is shaped by the domain, not by SQL: create a log with its
-//! first events, append atomically with an optional expected last index and
-//! idempotency key, read metadata, read a page of events. Both
-//! implementations — [`postgres::PostgresStore`] for production and
-//! [`sqlite::SqliteStore`] as the embedded default — translate database
-//! errors into [`StoreError`] here, at the storage boundary, and pass the
-//! same behavioural test suite.
+//! [`EventStore`] is shaped by the domain, not by SQL: write (create a log
+//! with its first events, or append to one) with an optional expected last
+//! index and idempotency key, read metadata, read a page of a log's events,
+//! read the global feed by position. Both implementations —
+//! [`postgres::PostgresStore`] for production and [`sqlite::SqliteStore`] as
+//! the embedded default — translate database errors into [`StoreError`]
+//! here, at the storage boundary, and pass the same behavioural test suite.
+//!
+//! Writes go through one group-commit queue per store (`group_commit`):
+//! whatever is queued when a writer becomes free is executed as one
+//! transaction (`batch` plans it; each store only supplies its SQL), and
+//! every request gets its own outcome. Every stored event gets a `position`,
+//! unique in the database, gap-free and increasing in commit order.
 //!
 //! The same databases hold the reducer registry's versions and activations,
 //! behind [`catalog::ReducerCatalog`].
@@ -15,49 +21,23 @@ pub mod catalog;
 pub mod postgres;
 pub mod sqlite;
 
+mod batch;
+mod execute;
 mod fingerprint;
+mod group_commit;
 mod write;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use serde_json::Value;
 
 use crate::LogId;
+use crate::payload::Payload;
 
-pub(crate) use fingerprint::fingerprint;
+pub use group_commit::GroupCommitOptions;
+pub use write::{Target, Write};
 
-/// Creating a log: its id, the reducer it is bound to, its first events.
-#[derive(Debug, Clone, Copy)]
-pub struct Create<'a> {
-    /// The new log's id (caller-chosen or [`LogId::new`]).
-    pub log_id: LogId,
-    /// Whether the caller chose `log_id`. A generated id is not part of the
-    /// request: a retry, which gets another generated id, still matches its
-    /// idempotency key and replays.
-    pub log_id_chosen: bool,
-    /// The reducer name the log is bound to.
-    pub reducer: &'a str,
-    /// The first events, stored at indexes 0, 1, …; at least one.
-    pub events: &'a [Value],
-    /// Makes a retried create record nothing new.
-    pub idempotency_key: Option<&'a str>,
-}
-
-/// Appending events to an existing log, atomically.
-#[derive(Debug, Clone, Copy)]
-pub struct Append<'a> {
-    /// The log to append to.
-    pub log_id: LogId,
-    /// The events, stored at contiguous indexes after the current last one;
-    /// at least one.
-    pub events: &'a [Value],
-    /// If set, the append succeeds only if the log currently ends at this
-    /// index (optimistic concurrency).
-    pub expected_last_index: Option<u64>,
-    /// Makes a retried append record nothing new.
-    pub idempotency_key: Option<&'a str>,
-}
-
-/// What a create or append stored.
+/// Where a create or append went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     /// The log written to.
@@ -66,6 +46,40 @@ pub struct Appended {
     pub first_index: u64,
     /// Index of the last event stored.
     pub last_index: u64,
+    /// Global position of the first event stored; the request's events have
+    /// consecutive positions.
+    pub first_position: u64,
+}
+
+impl Appended {
+    /// Global position of the last event stored.
+    pub fn last_position(&self) -> u64 {
+        self.first_position + (self.last_index - self.first_index)
+    }
+}
+
+/// The outcome of a write that succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The events were stored now.
+    Stored(Appended),
+    /// A request with the same idempotency key and content was recorded
+    /// earlier; nothing new was stored, and this is what it stored then.
+    Replayed(Appended),
+}
+
+impl Written {
+    /// Where the events are, whether stored now or earlier.
+    pub fn appended(&self) -> Appended {
+        match *self {
+            Self::Stored(appended) | Self::Replayed(appended) => appended,
+        }
+    }
+
+    /// Whether this answers a retry.
+    pub fn is_replay(&self) -> bool {
+        matches!(self, Self::Replayed(_))
+    }
 }
 
 /// A log's metadata.
@@ -82,19 +96,23 @@ pub struct LogInfo {
 }
 
 /// One stored event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
+    /// The log it belongs to.
+    pub log_id: LogId,
     /// 0-based position in the log.
     pub index: u64,
-    /// When the store recorded it: microseconds since the Unix epoch, UTC.
+    /// Position in the whole database: unique, gap-free, increasing in
+    /// commit order.
+    pub position: u64,
+    /// When the host recorded it: microseconds since the Unix epoch, UTC.
     pub recorded_at: i64,
-    /// The event's JSON, as text.
+    /// The event's JSON, exactly as the client sent it.
     pub payload: String,
 }
 
-/// Why a store operation did not happen. Everything except
-/// [`StoreError::Unavailable`] is the caller's to handle; nothing was stored
-/// in any case.
+/// Why a store operation did not happen. Nothing was stored in any case.
+/// Everything except [`StoreError::Unavailable`] is the caller's to handle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// No log has this id.
@@ -110,16 +128,16 @@ pub enum StoreError {
         /// The log's last index now.
         current_last_index: u64,
     },
-    /// A request with this idempotency key and the same content was already
-    /// recorded; this is what it stored.
-    #[error("idempotent replay of an earlier request")]
-    IdempotentReplay(Appended),
     /// The idempotency key was used before for a different request.
     #[error("idempotency key already used for a different request")]
     IdempotencyKeyReused,
     /// A create or append with no events.
     #[error("at least one event is required")]
     NoEvents,
+    /// The database refused the request's data (a value out of its range,
+    /// for example). The text is the database's, for the log only.
+    #[error("the database refused the data: {0}")]
+    Unstorable(String),
     /// The database could not be reached or failed.
     #[error("event store unavailable: {0}")]
     Unavailable(String),
@@ -128,11 +146,14 @@ pub enum StoreError {
 /// Storage of logs and events.
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Creates a log with its first events.
-    async fn create(&self, request: Create<'_>) -> Result<Appended, StoreError>;
+    /// Creates a log or appends to one, all events or none. Concurrent
+    /// writes share transactions; each gets its own outcome.
+    async fn write(&self, write: Write) -> Result<Written, StoreError>;
 
-    /// Appends events to a log, all or none.
-    async fn append(&self, request: Append<'_>) -> Result<Appended, StoreError>;
+    /// What an earlier request with `write`'s idempotency key recorded:
+    /// `Replayed` if it was this same request, [`StoreError::IdempotencyKeyReused`]
+    /// if another, `None` if the key is unused (or `write` has none).
+    async fn earlier(&self, write: &Write) -> Result<Option<Written>, StoreError>;
 
     /// A log's metadata.
     async fn log(&self, log_id: LogId) -> Result<LogInfo, StoreError>;
@@ -146,7 +167,27 @@ pub trait EventStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// Like [`EventStore::events`], for a log the caller knows exists (logs
+    /// are never deleted): an empty page is the end, with no further query.
+    async fn tail(
+        &self,
+        log_id: LogId,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Up to `limit` events of every log with a position after `after`, in
+    /// position order. Positions are gap-free and become visible in order,
+    /// so a reader that pages on never misses an event committed later.
+    async fn feed(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Up to `limit` logs bound to `reducer`, most recently appended first.
+    async fn recent_logs(&self, reducer: &str, limit: u32) -> Result<Vec<LogId>, StoreError>;
+
     /// Succeeds when the database answers and its migrations are applied
     /// (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }
+
+/// The payloads of a write, shared between the queue and its caller.
+pub type Events = Arc<[Payload]>;

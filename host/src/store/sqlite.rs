@@ -1,13 +1,16 @@
 //! The embedded event store on SQLite: the default when no database is
 //! configured, so a newcomer runs eventlogs with nothing installed.
 //!
-//! Writers take SQLite's write lock at the start of their transaction
-//! (`BEGIN IMMEDIATE`), so an expected-index check and the insert that
-//! follows cannot interleave with another writer; the primary key
-//! `(log_id, idx)` still backs the rule. Timestamps come from the host's
-//! clock, which is the server's clock here.
+//! Writes are group-committed by one writer per process: each batch is one
+//! transaction that takes SQLite's write lock at its start
+//! (`BEGIN IMMEDIATE`), so its reads and inserts cannot interleave with
+//! another writer's, and concurrent requests queue in the process instead
+//! of spinning on the busy timeout. Positions come from the single
+//! `event_positions` row under that lock. The primary key `(log_id, idx)`
+//! still backs the indexes.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,16 +18,23 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
+use uuid::Uuid;
 
-use super::write::{KeyRow, Write, earlier_outcome, stored_events, unavailable};
-use super::{Append, Appended, Create, EventStore, LogInfo, StoreError, StoredEvent};
+use super::batch::Rows;
+use super::execute::{self, BatchTx, Dialect, Executor};
+use super::group_commit::{GroupCommit, GroupCommitOptions};
+use super::write::{EventRow, KeyRow, stored_events, unavailable};
+use super::{EventStore, LogInfo, StoreError, StoredEvent, Write, Written};
 use crate::LogId;
-use crate::clock::now_micros;
+
+/// Writes queued per batch, at most.
+const MAX_BATCH: usize = 256;
 
 /// An [`EventStore`] in an SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    commits: GroupCommit,
 }
 
 impl SqliteStore {
@@ -47,101 +57,188 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        Ok(Self { pool })
+        let writer = Arc::new(Executor(Lite { pool: pool.clone() }));
+        let commits = GroupCommit::start(
+            writer,
+            GroupCommitOptions {
+                writers: 1,
+                max_batch: MAX_BATCH,
+            },
+        );
+        Ok(Self { pool, commits })
     }
 
     /// The connection pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
 
-    async fn write(&self, write: &Write<'_>) -> Result<Appended, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+/// Batches in SQLite's SQL. SQLite runs in this process, so a statement per
+/// row costs microseconds; no array parameters are needed.
+struct Lite {
+    pool: SqlitePool,
+}
+
+const KEY_ROW: &str = "SELECT fingerprint, log_id, first_index, last_index, first_position
+     FROM idempotency_keys WHERE idempotency_key = ?";
+
+#[async_trait]
+impl Dialect for Lite {
+    type Tx = LiteBatch;
+
+    async fn begin(&self) -> Result<LiteBatch, sqlx::Error> {
+        Ok(LiteBatch(self.pool.begin_with("BEGIN IMMEDIATE").await?))
+    }
+
+    async fn key_row(&self, key: &str) -> Result<Option<KeyRow>, sqlx::Error> {
+        sqlx::query_as(KEY_ROW)
+            .bind(key)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(unavailable)?;
-        if let Some((key, print)) = &write.key
-            && let Some(earlier) = earlier_outcome(key_row(&mut tx, key).await?, print)
+    }
+
+    fn is_transient(&self, error: &sqlx::Error) -> bool {
+        // Another process held the write lock past the busy timeout.
+        error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == "5" || code == "517")
+    }
+}
+
+/// A batch's transaction on SQLite, holding the write lock.
+struct LiteBatch(Transaction<'static, Sqlite>);
+
+#[async_trait]
+impl BatchTx for LiteBatch {
+    async fn lock_logs(&mut self, ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+        let mut lasts = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT last_index FROM logs WHERE log_id = ?")
+                    .bind(id)
+                    .fetch_optional(&mut *self.0)
+                    .await?;
+            lasts.extend(last.map(|last| (id, last)));
+        }
+        Ok(lasts)
+    }
+
+    async fn read_keys(&mut self, keys: &[&str]) -> Result<Vec<(String, KeyRow)>, sqlx::Error> {
+        let mut rows = Vec::new();
+        for &key in keys {
+            let row: Option<KeyRow> = sqlx::query_as(KEY_ROW)
+                .bind(key)
+                .fetch_optional(&mut *self.0)
+                .await?;
+            rows.extend(row.map(|row| (key.to_owned(), row)));
+        }
+        Ok(rows)
+    }
+
+    async fn insert_logs(&mut self, rows: &Rows<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+        let mut created = Vec::new();
+        for ((&id, reducer), at) in rows
+            .create_log
+            .iter()
+            .zip(&rows.create_reducer)
+            .zip(&rows.create_at)
         {
-            return Err(earlier);
-        }
-        let now = now_micros();
-        let first_index = match write.create {
-            Some(reducer) => {
-                let inserted = sqlx::query(
-                    "INSERT INTO logs (log_id, reducer, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                )
-                .bind(write.log_id.as_uuid())
-                .bind(reducer)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-                if inserted.rows_affected() == 0 {
-                    return Err(StoreError::LogExists(write.log_id));
-                }
-                0
+            let inserted = sqlx::query(
+                "INSERT INTO logs (log_id, reducer, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(reducer)
+            .bind(at)
+            .execute(&mut *self.0)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                created.push(id);
             }
-            None => write.first_index(last_index(&mut tx, write.log_id).await?)?,
-        };
-        let appended = write.appended(first_index);
-        for (index, event) in (first_index..).zip(write.events) {
-            sqlx::query(
-                "INSERT INTO events (log_id, idx, recorded_at, payload) VALUES (?, ?, ?, ?)",
-            )
-            .bind(write.log_id.as_uuid())
-            .bind(index as i64)
-            .bind(now)
-            .bind(event.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
         }
-        if let Some((key, print)) = &write.key {
+        Ok(created)
+    }
+
+    async fn store_rows(&mut self, rows: &Rows<'_>) -> Result<Option<u64>, sqlx::Error> {
+        let tx = &mut *self.0;
+        let base: i64 =
+            sqlx::query_scalar("UPDATE event_positions SET last = last + ?1 RETURNING last - ?1")
+                .bind(rows.events())
+                .fetch_one(&mut *tx)
+                .await?;
+        for i in 0..rows.event_log.len() {
             sqlx::query(
-                "INSERT INTO idempotency_keys (idempotency_key, fingerprint, log_id, first_index, last_index)
-                 VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO events (log_id, idx, position, recorded_at, payload) VALUES (?, ?, ?, ?, ?)",
             )
-            .bind(*key)
-            .bind(print)
-            .bind(write.log_id.as_uuid())
-            .bind(appended.first_index as i64)
-            .bind(appended.last_index as i64)
+            .bind(rows.event_log[i])
+            .bind(rows.event_index[i])
+            .bind(base + rows.event_ordinal[i])
+            .bind(rows.event_recorded_at[i])
+            .bind(rows.event_payload[i])
             .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(appended)
+        for i in 0..rows.log_id.len() {
+            sqlx::query("UPDATE logs SET last_index = ?, last_position = ? WHERE log_id = ?")
+                .bind(rows.log_last_index[i])
+                .bind(base + rows.log_last_ordinal[i])
+                .bind(rows.log_id[i])
+                .execute(&mut *tx)
+                .await?;
+        }
+        for i in 0..rows.key.len() {
+            sqlx::query(
+                "INSERT INTO idempotency_keys
+                     (idempotency_key, fingerprint, log_id, first_index, last_index, first_position)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(rows.key[i])
+            .bind(&rows.key_print[i])
+            .bind(rows.key_log[i])
+            .bind(rows.key_first_index[i])
+            .bind(rows.key_last_index[i])
+            .bind(base + rows.key_first_ordinal[i])
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(Some(base as u64))
+    }
+
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.0.commit().await
     }
 }
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    async fn create(&self, request: Create<'_>) -> Result<Appended, StoreError> {
-        self.write(&Write::create(request)?).await
+    async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        if write.events.is_empty() {
+            return Err(StoreError::NoEvents);
+        }
+        self.commits.submit(write).await
     }
 
-    async fn append(&self, request: Append<'_>) -> Result<Appended, StoreError> {
-        self.write(&Write::append(request)?).await
+    async fn earlier(&self, write: &Write) -> Result<Option<Written>, StoreError> {
+        let dialect = Lite {
+            pool: self.pool.clone(),
+        };
+        execute::earlier(&dialect, write).await
     }
 
     async fn log(&self, log_id: LogId) -> Result<LogInfo, StoreError> {
-        let row: Option<(String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT reducer, created_at, (SELECT max(idx) FROM events WHERE events.log_id = logs.log_id)
-             FROM logs WHERE log_id = ?",
-        )
-        .bind(log_id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let row: Option<(String, i64, i64)> =
+            sqlx::query_as("SELECT reducer, created_at, last_index FROM logs WHERE log_id = ?")
+                .bind(log_id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
         let (reducer, created_at, last) = row.ok_or(StoreError::LogNotFound(log_id))?;
         Ok(LogInfo {
             log_id,
             reducer,
             created_at,
-            last_index: last.unwrap_or(0) as u64,
+            last_index: last as u64,
         })
     }
 
@@ -151,19 +248,56 @@ impl EventStore for SqliteStore {
         from: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query_as(
-            "SELECT idx, recorded_at, payload FROM events WHERE log_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
+        let page = self.tail(log_id, from, limit).await?;
+        if page.is_empty() {
+            // An empty page is only an answer for a log that exists.
+            self.log(log_id).await?;
+        }
+        Ok(page)
+    }
+
+    async fn tail(
+        &self,
+        log_id: LogId,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT log_id, idx, position, recorded_at, payload FROM events
+             WHERE log_id = ?1 AND idx >= ?2 AND idx < ?2 + ?3 ORDER BY idx",
         )
         .bind(log_id.as_uuid())
-        .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .bind(i64::try_from(from).unwrap_or(i64::MAX - i64::from(u32::MAX)))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        if rows.is_empty() {
-            self.log(log_id).await?;
-        }
         Ok(stored_events(rows))
+    }
+
+    async fn feed(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT log_id, idx, position, recorded_at, payload FROM events
+             WHERE position > ? ORDER BY position LIMIT ?",
+        )
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(stored_events(rows))
+    }
+
+    async fn recent_logs(&self, reducer: &str, limit: u32) -> Result<Vec<LogId>, StoreError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT log_id FROM logs WHERE reducer = ? ORDER BY last_position DESC LIMIT ?",
+        )
+        .bind(reducer)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(ids.into_iter().map(LogId::from).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -173,31 +307,4 @@ impl EventStore for SqliteStore {
             .map(|_| ())
             .map_err(unavailable)
     }
-}
-
-async fn key_row(
-    tx: &mut Transaction<'static, Sqlite>,
-    key: &str,
-) -> Result<Option<KeyRow>, StoreError> {
-    sqlx::query_as(
-        "SELECT fingerprint, log_id, first_index, last_index FROM idempotency_keys WHERE idempotency_key = ?",
-    )
-    .bind(key)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(unavailable)
-}
-
-async fn last_index(
-    tx: &mut Transaction<'static, Sqlite>,
-    log_id: LogId,
-) -> Result<Option<u64>, StoreError> {
-    let row: Option<(Option<i64>,)> = sqlx::query_as(
-        "SELECT (SELECT max(idx) FROM events WHERE log_id = ?1) FROM logs WHERE log_id = ?1",
-    )
-    .bind(log_id.as_uuid())
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(unavailable)?;
-    Ok(row.map(|(last,)| last.unwrap_or(0) as u64))
 }

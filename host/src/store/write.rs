@@ -1,120 +1,212 @@
-//! What both stores share: a write request reduced to what they execute,
-//! and the mapping of rows to domain results. Only the SQL differs between
-//! them.
+//! A write request as every store takes it, and what both stores share
+//! about rows and errors. Only the SQL differs between them.
 
-use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Append, Appended, Create, StoreError, StoredEvent, fingerprint};
+use super::fingerprint::fingerprint;
+use super::{Appended, Events, StoreError, StoredEvent};
 use crate::LogId;
+use crate::clock::now_micros;
 
-/// A create or an append, validated, with its idempotency key fingerprinted.
+/// What a write does to its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Create the log, bound to `reducer`; its events start at index 0.
+    Create {
+        /// The reducer name the log is bound to.
+        reducer: String,
+        /// Whether the caller chose the log id. A generated id is not part
+        /// of the request: a retry, which gets another generated id, still
+        /// matches its idempotency key and replays.
+        log_id_chosen: bool,
+    },
+    /// Append after the log's last event.
+    Append {
+        /// If set, the append succeeds only if the log ends at this index
+        /// (optimistic concurrency).
+        expected_last_index: Option<u64>,
+    },
+}
+
+/// A create or an append: stored all or none.
 #[derive(Debug, Clone)]
-pub(crate) struct Write<'a> {
-    pub(crate) log_id: LogId,
-    /// `Some(reducer)` for a create.
-    pub(crate) create: Option<&'a str>,
-    pub(crate) events: &'a [Value],
-    pub(crate) expected_last_index: Option<u64>,
-    /// The idempotency key and the request's fingerprint.
-    pub(crate) key: Option<(&'a str, Vec<u8>)>,
+pub struct Write {
+    /// The log written to.
+    pub log_id: LogId,
+    /// Create or append.
+    pub target: Target,
+    /// The events, at least one, stored at contiguous indexes.
+    pub events: Events,
+    /// Makes a retried request record nothing new.
+    pub idempotency_key: Option<String>,
+    /// The `recorded_at` of every event: microseconds since the Unix epoch,
+    /// UTC, from the host's clock (a validating host folds with the same
+    /// value it stores).
+    pub recorded_at: i64,
 }
 
-impl<'a> Write<'a> {
-    pub(crate) fn create(request: Create<'a>) -> Result<Self, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::NoEvents);
+impl Write {
+    /// A create of `log_id` (`chosen`: picked by the caller) bound to
+    /// `reducer`, recorded now.
+    pub fn create(log_id: LogId, chosen: bool, reducer: &str, events: Events) -> Self {
+        Self {
+            log_id,
+            target: Target::Create {
+                reducer: reducer.to_owned(),
+                log_id_chosen: chosen,
+            },
+            events,
+            idempotency_key: None,
+            recorded_at: now_micros(),
         }
-        Ok(Self {
-            log_id: request.log_id,
-            create: Some(request.reducer),
-            events: request.events,
-            expected_last_index: None,
-            key: request.idempotency_key.map(|key| {
-                (
-                    key,
-                    fingerprint(
-                        "create",
-                        request.log_id_chosen.then_some(request.log_id),
-                        request.reducer,
-                        request.events,
-                    ),
-                )
-            }),
+    }
+
+    /// An append to `log_id`, recorded now.
+    pub fn append(log_id: LogId, expected_last_index: Option<u64>, events: Events) -> Self {
+        Self {
+            log_id,
+            target: Target::Append {
+                expected_last_index,
+            },
+            events,
+            idempotency_key: None,
+            recorded_at: now_micros(),
+        }
+    }
+
+    /// The same write under an idempotency key.
+    pub fn with_key(mut self, key: Option<&str>) -> Self {
+        self.idempotency_key = key.map(str::to_owned);
+        self
+    }
+
+    /// The reducer of a create.
+    pub fn creates(&self) -> Option<&str> {
+        match &self.target {
+            Target::Create { reducer, .. } => Some(reducer),
+            Target::Append { .. } => None,
+        }
+    }
+
+    /// The expected last index of an append.
+    pub fn expected_last_index(&self) -> Option<u64> {
+        match self.target {
+            Target::Append {
+                expected_last_index,
+            } => expected_last_index,
+            Target::Create { .. } => None,
+        }
+    }
+
+    /// The fingerprint stored with the idempotency key: what makes the
+    /// request what it is, without its expected index (a retry whose
+    /// expectation went stale is still the same request).
+    pub(crate) fn fingerprint(&self) -> Vec<u8> {
+        match &self.target {
+            Target::Create {
+                reducer,
+                log_id_chosen,
+            } => fingerprint(
+                "create",
+                log_id_chosen.then_some(self.log_id),
+                reducer,
+                &self.events,
+            ),
+            Target::Append { .. } => fingerprint("append", Some(self.log_id), "", &self.events),
+        }
+    }
+}
+
+/// A stored idempotency key: fingerprint, log id, first and last index,
+/// first position.
+pub(crate) type KeyRow = (Vec<u8>, Uuid, i64, i64, i64);
+
+/// What an earlier request with the same key stored, as seen by a retry:
+/// its outcome if the fingerprint matches, a reuse if not.
+pub(crate) fn earlier_outcome(row: &KeyRow, print: &[u8]) -> Result<Appended, StoreError> {
+    let (stored, log_id, first, last, position) = row;
+    if stored.as_slice() == print {
+        Ok(Appended {
+            log_id: (*log_id).into(),
+            first_index: *first as u64,
+            last_index: *last as u64,
+            first_position: *position as u64,
         })
-    }
-
-    pub(crate) fn append(request: Append<'a>) -> Result<Self, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::NoEvents);
-        }
-        Ok(Self {
-            log_id: request.log_id,
-            create: None,
-            events: request.events,
-            expected_last_index: request.expected_last_index,
-            key: request.idempotency_key.map(|key| {
-                (
-                    key,
-                    fingerprint("append", Some(request.log_id), "", request.events),
-                )
-            }),
-        })
-    }
-
-    /// Where an append starts, given the log's last index (`None`: no such
-    /// log). An expectation that is stale or beyond the end is a conflict.
-    pub(crate) fn first_index(&self, last: Option<u64>) -> Result<u64, StoreError> {
-        match (self.expected_last_index, last) {
-            (_, None) => Err(StoreError::LogNotFound(self.log_id)),
-            (Some(expected), Some(last)) if expected != last => Err(StoreError::ConcurrentAppend {
-                current_last_index: last,
-            }),
-            (_, Some(last)) => Ok(last + 1),
-        }
-    }
-
-    /// What the write stores, starting at `first_index`.
-    pub(crate) fn appended(&self, first_index: u64) -> Appended {
-        Appended {
-            log_id: self.log_id,
-            first_index,
-            last_index: first_index + self.events.len() as u64 - 1,
-        }
+    } else {
+        Err(StoreError::IdempotencyKeyReused)
     }
 }
 
-/// A stored idempotency key: fingerprint, log id, first and last index.
-pub(crate) type KeyRow = (Vec<u8>, Uuid, i64, i64);
+/// A row of (log id, index, position, recorded_at, payload).
+pub(crate) type EventRow = (Uuid, i64, i64, i64, String);
 
-/// The outcome of an earlier request with the same key, as the error to
-/// return: a replay if the fingerprint matches, a reuse if not.
-pub(crate) fn earlier_outcome(row: Option<KeyRow>, print: &[u8]) -> Option<StoreError> {
-    row.map(|(stored, log_id, first, last)| {
-        if stored == print {
-            StoreError::IdempotentReplay(Appended {
-                log_id: log_id.into(),
-                first_index: first as u64,
-                last_index: last as u64,
-            })
-        } else {
-            StoreError::IdempotencyKeyReused
-        }
-    })
-}
-
-/// Rows of (index, recorded_at, payload) as events.
-pub(crate) fn stored_events(rows: Vec<(i64, i64, String)>) -> Vec<StoredEvent> {
+/// Rows as events.
+pub(crate) fn stored_events(rows: Vec<EventRow>) -> Vec<StoredEvent> {
     rows.into_iter()
-        .map(|(index, recorded_at, payload)| StoredEvent {
-            index: index as u64,
-            recorded_at,
-            payload,
-        })
+        .map(
+            |(log_id, index, position, recorded_at, payload)| StoredEvent {
+                log_id: log_id.into(),
+                index: index as u64,
+                position: position as u64,
+                recorded_at,
+                payload,
+            },
+        )
         .collect()
 }
 
-/// A database failure, as the domain sees it.
-pub(crate) fn unavailable(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+/// A database failure, as the domain sees it: data the database refuses
+/// (SQLSTATE classes 22 and 23: a value out of range, a constraint) is the
+/// request's fault; anything else is an outage.
+pub(crate) fn unavailable(error: sqlx::Error) -> StoreError {
+    if is_data_error(&error) {
+        StoreError::Unstorable(error.to_string())
+    } else {
+        StoreError::Unavailable(error.to_string())
+    }
+}
+
+/// Whether the database refused the data itself (SQLSTATE class 22 or 23).
+pub(crate) fn is_data_error(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Errors PostgreSQL raises because of the data are the request's
+    /// fault; a lost connection is an outage.
+    #[tokio::test]
+    async fn data_errors_are_the_requests_fault() {
+        let url = std::env::var("EVENTLOGS_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let pool = match sqlx::PgPool::connect(&url).await {
+            Ok(pool) => pool,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("SKIPPED: PostgreSQL not reachable at {url}: {e}");
+                return;
+            }
+            Err(e) => panic!("PostgreSQL is required under CI=true: {e}"),
+        };
+        for sql in ["SELECT 1 / 0", "SELECT 'x'::int", "SELECT 99999999999::int"] {
+            let error = sqlx::query(sql).execute(&pool).await.unwrap_err();
+            assert!(
+                matches!(unavailable(error), StoreError::Unstorable(_)),
+                "{sql}"
+            );
+        }
+        let error = sqlx::query("SELECT * FROM no_such_table")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert!(matches!(unavailable(error), StoreError::Unavailable(_)));
+        let refused = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:1/x")
+            .await
+            .unwrap_err();
+        assert!(matches!(unavailable(refused), StoreError::Unavailable(_)));
+    }
 }

@@ -126,3 +126,11 @@ pub fn sqlite_database() -> String {
     std::fs::create_dir_all(&dir).unwrap();
     format!("sqlite://{}", dir.join("events.db").display())
 }
+
+/// Events from JSON values (their compact text).
+pub fn events(values: &[serde_json::Value]) -> eventlogs_host::store::Events {
+    values
+        .iter()
+        .map(|v| eventlogs_host::payload::Payload::from_value(v).expect("storable"))
+        .collect()
+}

@@ -14,6 +14,9 @@ pub struct Counter {
 impl Aggregate for Counter {
     type Event = IgnoredAny;
 
+    /// Any JSON counts, so appends need no fold.
+    const VALIDATES: bool = false;
+
     fn apply(&mut self, _record: &EventRecord<IgnoredAny>) {
         self.count += 1;
     }

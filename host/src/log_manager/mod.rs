@@ -1,26 +1,40 @@
 //! The log manager: the seed library's API over an event store, a reduction
-//! cache and the reducer registry. It knows nothing about HTTP.
+//! cache and the reducer registry, and the HTTP layer's only door to them.
+//! It knows nothing about HTTP.
 //!
-//! `reduce` starts from the cached reduction when there is a usable one,
-//! streams only the events after it from the store in batches, folds them in
-//! the reducer's sandbox on a blocking thread, and returns; the new
-//! reduction is written to the cache in the background. A cache miss, error
-//! or corrupt entry means "fold from the start" — logged and counted, never
-//! a failure.
+//! Writes are validated (`append`): the log's active reducer folds the new
+//! events into the aggregate at the log's end before they are stored, on
+//! the condition that the log still ends there, and the aggregate after them
+//! goes to the cache at once. `reduce` starts from the cached reduction when
+//! there is a usable one, streams only the events after it from the store
+//! in batches (`fold`), folds them in the reducer's sandbox on a blocking
+//! thread, and returns; the new reduction is written to the cache in the
+//! background. A cache miss, error or corrupt entry means "fold from the
+//! start" — logged and counted, never a failure. `deploy` replays a sample
+//! of existing logs with a new version before activating it.
+
+mod append;
+mod deploy;
+mod fold;
+mod turns;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
 use crate::LogId;
 use crate::cache::{CacheKey, CachedReduction, ReductionCache};
 use crate::clock::now_micros;
 use crate::registry::{Registry, RegistryError};
-use crate::runtime::{CachingPolicy, EventBatch, Fold, ReducerError, Version};
-use crate::store::{Append, Appended, Create, EventStore, LogInfo, StoreError, StoredEvent};
+use crate::runtime::{CachingPolicy, Folded, ReducerError, Version};
+use crate::store::{EventStore, LogInfo, StoreError, StoredEvent};
+
+pub use append::Append;
+pub use deploy::{DeployError, DeployOptions, Deployment};
+use fold::Start;
+use turns::Turns;
 
 /// Tuning of a [`LogManager`].
 #[derive(Debug, Clone)]
@@ -31,6 +45,10 @@ pub struct LogManagerOptions {
     pub cache_min_events: u64,
     /// How long cached reductions live; `None` keeps them until evicted.
     pub cache_ttl: Option<Duration>,
+    /// How many recently appended logs a deploy replays with the new version.
+    pub deploy_sample_logs: u32,
+    /// How long a deploy may spend replaying them.
+    pub deploy_replay_budget: Duration,
 }
 
 impl Default for LogManagerOptions {
@@ -39,6 +57,8 @@ impl Default for LogManagerOptions {
             batch_size: 1000,
             cache_min_events: 0,
             cache_ttl: None,
+            deploy_sample_logs: 100,
+            deploy_replay_budget: Duration::from_secs(2),
         }
     }
 }
@@ -77,13 +97,16 @@ pub enum LogError {
     /// The named reducer has no such version.
     #[error("reducer {0:?} has no version {1}")]
     VersionNotFound(String, Version),
-    /// The reducer failed.
+    /// The reducer failed, or refused an event being appended.
     #[error(transparent)]
     Reducer(#[from] ReducerError),
-    /// A stored reducer version could not be used here (it does not
-    /// compile under this host's limits).
+    /// A registry operation failed (an invalid upload or name, a stored
+    /// version that does not compile under this host's limits).
     #[error(transparent)]
     Registry(RegistryError),
+    /// A deploy was refused because the new version fails on existing logs.
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
 }
 
 impl From<RegistryError> for LogError {
@@ -110,7 +133,7 @@ pub struct CacheCounters {
     pub writes: AtomicU64,
 }
 
-/// Creates, appends to, loads and reduces logs.
+/// Creates, appends to, loads and reduces logs; deploys reducers.
 #[derive(Clone)]
 pub struct LogManager {
     store: Arc<dyn EventStore>,
@@ -119,7 +142,17 @@ pub struct LogManager {
     options: LogManagerOptions,
     counters: Arc<CacheCounters>,
     cache_writes: TaskTracker,
+    turns: Arc<Turns>,
+    /// The reducer name each log is bound to; a log's binding never
+    /// changes, so entries never go stale.
+    bindings: moka::sync::Cache<LogId, Arc<str>>,
 }
+
+/// Stripes of the per-log append turns.
+const TURN_STRIPES: usize = 4096;
+
+/// Log bindings remembered.
+const BINDINGS: u64 = 100_000;
 
 impl LogManager {
     /// A log manager over these parts.
@@ -136,10 +169,13 @@ impl LogManager {
             options,
             counters: Arc::default(),
             cache_writes: closed_tracker(),
+            turns: Arc::new(Turns::new(TURN_STRIPES)),
+            bindings: moka::sync::Cache::new(BINDINGS),
         }
     }
 
-    /// The registry reducers are resolved through.
+    /// The registry reducers are resolved through (for the daemon, which
+    /// follows other processes' activations with it).
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
@@ -155,39 +191,20 @@ impl LogManager {
         &self.counters
     }
 
-    /// Creates a log bound to `reducer` with its first events, under
-    /// `log_id` or a new one.
-    pub async fn create(
-        &self,
-        log_id: Option<LogId>,
-        reducer: &str,
-        events: &[Value],
-        idempotency_key: Option<&str>,
-    ) -> Result<Appended, LogError> {
-        self.registry.resolve_active(reducer).await?;
-        Ok(self
-            .store
-            .create(Create {
-                log_id: log_id.unwrap_or_default(),
-                log_id_chosen: log_id.is_some(),
-                reducer,
-                events,
-                idempotency_key,
-            })
-            .await?)
-    }
-
-    /// Appends events atomically; see [`Append`].
-    pub async fn append(&self, request: Append<'_>) -> Result<Appended, LogError> {
-        Ok(self.store.append(request).await?)
+    /// Whether the event store answers and is migrated (readiness).
+    pub async fn ping(&self) -> Result<(), LogError> {
+        Ok(self.store.ping().await?)
     }
 
     /// A log's metadata.
     pub async fn info(&self, log_id: LogId) -> Result<LogInfo, LogError> {
-        Ok(self.store.log(log_id).await?)
+        let info = self.store.log(log_id).await?;
+        self.bindings
+            .insert(log_id, Arc::from(info.reducer.as_str()));
+        Ok(info)
     }
 
-    /// A page of events.
+    /// A page of a log's events.
     pub async fn load(
         &self,
         log_id: LogId,
@@ -197,13 +214,19 @@ impl LogManager {
         Ok(self.store.events(log_id, from, limit).await?)
     }
 
+    /// Up to `limit` events of all logs after global position `after`, in
+    /// position order.
+    pub async fn feed(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, LogError> {
+        Ok(self.store.feed(after, limit).await?)
+    }
+
     /// Reduces a log with its reducer's active version, or with `version`.
     pub async fn reduce(
         &self,
         log_id: LogId,
         version: Option<Version>,
     ) -> Result<Reduction, LogError> {
-        let info = self.store.log(log_id).await?;
+        let info = self.info(log_id).await?;
         let reducer = match version {
             None => self.registry.resolve_active(&info.reducer).await?,
             Some(v) => self.registry.version(&info.reducer, v).await?,
@@ -213,83 +236,44 @@ impl LogManager {
             version: reducer.version(),
             log_id,
         };
-        let cached = self.cached(&key, info.last_index).await;
-
-        let resumed = match cached {
-            Some(cached) => {
-                let state = cached.aggregate.into_bytes();
-                let resuming = reducer.clone();
-                match blocking(move || resuming.resume(&state)).await {
-                    Ok(fold) => Some((fold, cached.through_index + 1)),
-                    Err(error) => {
-                        // The entry decodes as an entry but not as this
-                        // reducer's state: the cache cannot fail a request.
-                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%error, %log_id, "cached aggregate unusable; folding from the start");
-                        None
-                    }
-                }
-            }
-            None => None,
+        let start = Start::Cached {
+            end: Some(info.last_index),
         };
-        let from_cache = resumed.is_some();
-        let (fold, mut next) = match resumed {
-            Some(resumed) => resumed,
-            None => (blocking(move || reducer.start()).await?, 0),
-        };
-        let first_folded = next;
-        let mut fold = Some(fold);
-        let mut batch = EventBatch::with_capacity(self.options.batch_size as usize, 0);
-        loop {
-            let page = self
-                .store
-                .events(log_id, next, self.options.batch_size)
-                .await?;
-            let Some(last) = page.last() else { break };
-            next = last.index + 1;
-            batch.clear();
-            for event in &page {
-                batch
-                    .push(event.index, event.recorded_at, event.payload.as_bytes())
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            }
-            let mut taken = fold.take().expect("fold present between batches");
-            let (returned, applied) = tokio::task::spawn_blocking(move || {
-                let applied = taken.apply(&batch);
-                (taken, applied.map(|()| batch))
-            })
-            .await
-            .expect("fold thread panicked");
-            fold = Some(returned);
-            batch = applied?;
-        }
+        let at_end = self.fold_to_end(&reducer, &key, log_id, start).await?;
         // A log always holds at least its creating event.
-        let through_index = next.checked_sub(1).ok_or(StoreError::LogNotFound(log_id))?;
-        let events_folded = next - first_folded;
-        let done = fold.take().expect("fold present at the end");
+        let through_index = at_end
+            .through_index
+            .ok_or(StoreError::LogNotFound(log_id))?;
+        let done = at_end.fold;
         let folded = blocking(move || done.finish()).await?;
         let reduction = Reduction {
             log_id,
             reducer: info.reducer,
             reducer_version: key.version,
             through_index,
-            aggregate: folded.json,
+            aggregate: folded.json.clone(),
             reduced_at: now_micros(),
-            from_cache,
-            events_folded,
+            from_cache: at_end.from_cache,
+            events_folded: at_end.events_folded,
         };
-        let worth_caching = events_folded > 0
-            && folded.caching == CachingPolicy::Cache
-            && through_index + 1 >= self.options.cache_min_events;
-        if worth_caching {
-            self.cache_in_background(key, &reduction);
+        if at_end.events_folded > 0 {
+            self.cache_in_background(key, through_index, &folded);
         }
         Ok(reduction)
     }
 
-    /// A cached reduction usable for a log ending at `last_index`; anything
-    /// else is a miss.
-    async fn cached(&self, key: &CacheKey, last_index: u64) -> Option<CachedReduction> {
+    /// The reducer name a log is bound to.
+    async fn binding(&self, log_id: LogId) -> Result<Arc<str>, LogError> {
+        if let Some(name) = self.bindings.get(&log_id) {
+            return Ok(name);
+        }
+        let info = self.info(log_id).await?;
+        Ok(Arc::from(info.reducer))
+    }
+
+    /// A cached reduction usable for a log ending at `end` (when known);
+    /// anything else is a miss.
+    async fn cached(&self, key: &CacheKey, end: Option<u64>) -> Option<CachedReduction> {
         let found = match self.cache.get(key).await {
             Ok(found) => found,
             Err(error) => {
@@ -300,7 +284,7 @@ impl LogManager {
         };
         // An entry beyond the log's end cannot be this log's (a store was
         // reset under a surviving cache): ignore it.
-        let usable = found.filter(|c| c.through_index <= last_index);
+        let usable = found.filter(|c| end.is_none_or(|end| c.through_index <= end));
         let counter = if usable.is_some() {
             &self.counters.hits
         } else {
@@ -310,24 +294,43 @@ impl LogManager {
         usable
     }
 
-    fn cache_in_background(&self, key: CacheKey, reduction: &Reduction) {
-        let cache = self.cache.clone();
-        let counters = self.counters.clone();
-        let ttl = self.options.cache_ttl;
-        let entry = CachedReduction {
-            through_index: reduction.through_index,
-            reduced_at: reduction.reduced_at,
-            aggregate: reduction.aggregate.clone(),
+    /// Writes a reduction to the cache in the background, if the reducer's
+    /// policy and the host's allow it.
+    fn cache_in_background(&self, key: CacheKey, through_index: u64, folded: &Folded) {
+        if let Some(entry) = self.worth_caching(through_index, folded) {
+            let manager = self.clone();
+            self.cache_writes
+                .spawn(async move { manager.put_cached(&key, &entry).await });
+        }
+    }
+
+    /// Writes a reduction to the cache now (write-through after an append),
+    /// if the policies allow it. A failure is logged and counted, never
+    /// returned.
+    async fn cache_now(&self, key: &CacheKey, through_index: u64, folded: &Folded) {
+        if let Some(entry) = self.worth_caching(through_index, folded) {
+            self.put_cached(key, &entry).await;
+        }
+    }
+
+    fn worth_caching(&self, through_index: u64, folded: &Folded) -> Option<CachedReduction> {
+        let worth = folded.caching == CachingPolicy::Cache
+            && through_index + 1 >= self.options.cache_min_events;
+        worth.then(|| CachedReduction {
+            through_index,
+            reduced_at: now_micros(),
+            aggregate: folded.json.clone(),
+        })
+    }
+
+    async fn put_cached(&self, key: &CacheKey, entry: &CachedReduction) {
+        match self.cache.put(key, entry, self.options.cache_ttl).await {
+            Ok(()) => self.counters.writes.fetch_add(1, Ordering::Relaxed),
+            Err(error) => {
+                tracing::warn!(%error, log_id = %key.log_id, "reduction cache write failed");
+                self.counters.errors.fetch_add(1, Ordering::Relaxed)
+            }
         };
-        self.cache_writes.spawn(async move {
-            match cache.put(&key, &entry, ttl).await {
-                Ok(()) => counters.writes.fetch_add(1, Ordering::Relaxed),
-                Err(error) => {
-                    tracing::warn!(%error, log_id = %key.log_id, "reduction cache write failed");
-                    counters.errors.fetch_add(1, Ordering::Relaxed)
-                }
-            };
-        });
     }
 }
 
@@ -349,9 +352,9 @@ async fn blocking<T: Send + 'static>(
         .expect("reducer thread panicked")?)
 }
 
-/// Keeps [`Fold`] visibly `Send`: folds move between the async task and
-/// blocking threads.
+/// Keeps [`crate::runtime::Fold`] visibly `Send`: folds move between the
+/// async task and blocking threads.
 const _: fn() = || {
     fn is_send<T: Send>() {}
-    is_send::<Fold>();
+    is_send::<crate::runtime::Fold>();
 };

@@ -1,0 +1,218 @@
+//! Validated writes: the log's active reducer folds the new events into the
+//! aggregate at the log's end before they are stored, on the condition that
+//! the log still ends there.
+//!
+//! The aggregate at the end comes from the cache (which every write keeps
+//! current), plus any events stored after it. If another writer moved the
+//! end meanwhile, the store refuses the write as a conflict: a request that
+//! stated `If-Match` gets that conflict (412), one that did not is
+//! validated again against the new end and retried, so it never sees a
+//! conflict. A refused or undecodable event stores nothing. Reducers that
+//! declare they do not validate skip the fold.
+
+use std::time::{Duration, Instant};
+
+use super::fold::{AtEnd, Start};
+use super::{LogError, LogManager, blocking};
+use crate::LogId;
+use crate::cache::CacheKey;
+use crate::runtime::{EventBatch, Folded, Reducer};
+use crate::store::{Events, StoreError, Write, Written};
+
+/// How long an append without `If-Match` keeps re-validating after losing
+/// races to other writers before it reports the store as unavailable.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Appending events to an existing log, atomically.
+#[derive(Debug, Clone)]
+pub struct Append<'a> {
+    /// The log to append to.
+    pub log_id: LogId,
+    /// The events, stored at contiguous indexes after the current last one;
+    /// at least one.
+    pub events: Events,
+    /// If set, the append succeeds only if the log currently ends at this
+    /// index (optimistic concurrency).
+    pub expected_last_index: Option<u64>,
+    /// Makes a retried append record nothing new.
+    pub idempotency_key: Option<&'a str>,
+}
+
+impl LogManager {
+    /// Creates a log bound to `reducer` with its first events, under
+    /// `log_id` or a new one. The reducer validates the events first.
+    pub async fn create(
+        &self,
+        log_id: Option<LogId>,
+        reducer: &str,
+        events: Events,
+        idempotency_key: Option<&str>,
+    ) -> Result<Written, LogError> {
+        let active = self.registry.resolve_active(reducer).await?;
+        let write = Write::create(
+            log_id.unwrap_or_default(),
+            log_id.is_some(),
+            reducer,
+            events,
+        )
+        .with_key(idempotency_key);
+        if !active.validates() {
+            return Ok(self.store.write(write).await?);
+        }
+        let start = blocking({
+            let active = active.clone();
+            move || active.start()
+        })
+        .await?;
+        let at_end = AtEnd {
+            fold: start,
+            through_index: None,
+            from_cache: false,
+            events_folded: 0,
+        };
+        let folded = match self.validate(at_end, &write).await {
+            Ok(folded) => folded,
+            Err(refused) => return self.refused(&write, refused).await,
+        };
+        let written = self.store.write(write).await?;
+        if let Written::Stored(appended) = written {
+            self.bindings.insert(appended.log_id, reducer.into());
+            let key = cache_key(reducer, &active, appended.log_id);
+            self.cache_now(&key, appended.last_index, &folded).await;
+        }
+        Ok(written)
+    }
+
+    /// Appends events atomically, after the log's reducer validated them;
+    /// see [`Append`].
+    pub async fn append(&self, request: Append<'_>) -> Result<Written, LogError> {
+        if request.events.is_empty() {
+            return Err(StoreError::NoEvents.into());
+        }
+        let name = self.binding(request.log_id).await?;
+        let active = self.registry.resolve_active(&name).await?;
+        let unvalidated = || {
+            Write::append(
+                request.log_id,
+                request.expected_last_index,
+                request.events.clone(),
+            )
+            .with_key(request.idempotency_key)
+        };
+        if !active.validates() {
+            return Ok(self.store.write(unvalidated()).await?);
+        }
+        let key = cache_key(&name, &active, request.log_id);
+        // Appends without If-Match take turns on their log in this process,
+        // each validating against the end the previous one left; racers
+        // with If-Match need no turn: the store lets one of them win.
+        let turn = match request.expected_last_index {
+            None => Some(self.turns.take(request.log_id).await),
+            Some(_) => None,
+        };
+        let deadline = Instant::now() + RETRY_FOR;
+        let mut start = Start::Cached { end: None };
+        loop {
+            let at_end = self
+                .fold_to_end(&active, &key, request.log_id, start)
+                .await?;
+            let end = at_end
+                .through_index
+                .ok_or(StoreError::LogNotFound(request.log_id))?;
+            if let Some(expected) = request.expected_last_index
+                && expected != end
+            {
+                // An end read only from the cache is confirmed first: an
+                // entry beyond the log's end (a restored database) is not
+                // this log's.
+                if at_end.from_cache && at_end.events_folded == 0 {
+                    let stored_end = self.store.log(request.log_id).await?.last_index;
+                    if stored_end != end {
+                        start = Start::Cached {
+                            end: Some(stored_end),
+                        };
+                        continue;
+                    }
+                }
+                // Nothing can be stored at `expected` (a log never
+                // shrinks, and one beyond the end would leave a gap), but
+                // a retry of a request that was stored is still a replay.
+                return match self.store.earlier(&unvalidated()).await? {
+                    Some(earlier) => Ok(earlier),
+                    None => Err(StoreError::ConcurrentAppend {
+                        current_last_index: end,
+                    }
+                    .into()),
+                };
+            }
+            let write = Write::append(request.log_id, Some(end), request.events.clone())
+                .with_key(request.idempotency_key);
+            let folded = match self.validate(at_end, &write).await {
+                Ok(folded) => folded,
+                Err(refused) => return self.refused(&write, refused).await,
+            };
+            match self.store.write(write).await {
+                Ok(Written::Stored(appended)) => {
+                    // Before answering, and still in this log's turn: the
+                    // next append and the next reduce fold nothing.
+                    self.cache_now(&key, appended.last_index, &folded).await;
+                    drop(turn);
+                    return Ok(Written::Stored(appended));
+                }
+                Err(StoreError::ConcurrentAppend { current_last_index })
+                    if request.expected_last_index.is_none() && Instant::now() < deadline =>
+                {
+                    // Another writer moved the end. A cached aggregate
+                    // beyond the real end is not this log's: skip it.
+                    start = if current_last_index < end {
+                        Start::Empty
+                    } else {
+                        Start::Cached {
+                            end: Some(current_last_index),
+                        }
+                    };
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Folds the write's events into the aggregate at the log's end, as the
+    /// store will record them; the aggregate after them, or the reducer's
+    /// refusal.
+    async fn validate(&self, at_end: AtEnd, write: &Write) -> Result<Folded, LogError> {
+        let first = at_end.through_index.map_or(0, |t| t + 1);
+        let mut batch = EventBatch::with_capacity(write.events.len(), 0);
+        for (index, event) in (first..).zip(write.events.iter()) {
+            batch
+                .push(index, write.recorded_at, event.as_str().as_bytes())
+                .map_err(|e| StoreError::Unstorable(e.to_string()))?;
+        }
+        let mut fold = at_end.fold;
+        blocking(move || {
+            fold.apply(&batch)?;
+            fold.finish()
+        })
+        .await
+    }
+
+    /// The answer to a write its reducer refused: a retry of a request that
+    /// was stored before (its key says so) is still a replay; anything else
+    /// is the refusal.
+    async fn refused(&self, write: &Write, refusal: LogError) -> Result<Written, LogError> {
+        if write.idempotency_key.is_some()
+            && let Some(earlier) = self.store.earlier(write).await?
+        {
+            return Ok(earlier);
+        }
+        Err(refusal)
+    }
+}
+
+fn cache_key(name: &str, reducer: &Reducer, log_id: LogId) -> CacheKey {
+    CacheKey {
+        reducer: name.to_owned(),
+        version: reducer.version(),
+        log_id,
+    }
+}

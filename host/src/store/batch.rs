@@ -1,0 +1,251 @@
+//! One group-commit batch, planned in memory so that no request's conflict
+//! or bad input fails the others.
+//!
+//! A store first reads what the batch depends on — the last index of every
+//! log it names (locking those rows on PostgreSQL) and the idempotency keys
+//! it carries — then [`plan`] decides every request's outcome in queue
+//! order: replays and key reuses, unknown or existing logs, stale expected
+//! indexes, and for the rest the rows to insert. Appends to one log chain:
+//! the second starts where the first ends. The store inserts the new logs,
+//! re-plans if one of them turned out to exist, then stores every row in one
+//! round of statements, numbering events by their ordinal in the batch; the
+//! ordinals become global positions once the store has taken a range of
+//! them from its counter.
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use super::write::{KeyRow, earlier_outcome};
+use super::{Appended, StoreError, Write, Written};
+use crate::LogId;
+
+/// What the database holds that a batch depends on.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    /// The last index of every existing log the batch names.
+    pub(crate) lasts: HashMap<LogId, u64>,
+    /// Stored idempotency keys the batch carries.
+    pub(crate) keys: HashMap<String, KeyRow>,
+    /// Logs the batch meant to create that already existed when inserted.
+    pub(crate) taken: HashSet<LogId>,
+}
+
+/// The rows a batch stores, column by column (the shape `UNNEST` takes).
+#[derive(Debug, Default)]
+pub(crate) struct Rows<'a> {
+    pub(crate) event_log: Vec<Uuid>,
+    pub(crate) event_index: Vec<i64>,
+    pub(crate) event_ordinal: Vec<i64>,
+    pub(crate) event_recorded_at: Vec<i64>,
+    pub(crate) event_payload: Vec<&'a str>,
+    /// New logs: id, reducer, created_at.
+    pub(crate) create_log: Vec<Uuid>,
+    pub(crate) create_reducer: Vec<&'a str>,
+    pub(crate) create_at: Vec<i64>,
+    /// Every log written to: its last index and the ordinal of its last
+    /// event after this batch.
+    pub(crate) log_id: Vec<Uuid>,
+    pub(crate) log_last_index: Vec<i64>,
+    pub(crate) log_last_ordinal: Vec<i64>,
+    /// Idempotency keys to store.
+    pub(crate) key: Vec<&'a str>,
+    pub(crate) key_print: Vec<Vec<u8>>,
+    pub(crate) key_log: Vec<Uuid>,
+    pub(crate) key_first_index: Vec<i64>,
+    pub(crate) key_last_index: Vec<i64>,
+    pub(crate) key_first_ordinal: Vec<i64>,
+}
+
+impl Rows<'_> {
+    /// How many events the batch stores.
+    pub(crate) fn events(&self) -> i64 {
+        self.event_log.len() as i64
+    }
+}
+
+/// A request's outcome before the batch commits.
+#[derive(Debug)]
+enum Planned {
+    /// Decided without storing anything.
+    Done(Result<Written, StoreError>),
+    /// Stored by this batch; the position is its first ordinal plus the
+    /// batch's base position.
+    Stored { appended: Appended, ordinal: u64 },
+    /// A retry of request `.0` of this same batch.
+    ReplayOf(usize),
+}
+
+/// Every request's outcome, and the rows that realise them.
+#[derive(Debug)]
+pub(crate) struct Plan<'a> {
+    outcomes: Vec<Planned>,
+    pub(crate) rows: Rows<'a>,
+}
+
+/// Plans `writes` in queue order against what the database holds.
+pub(crate) fn plan<'a>(
+    writes: &'a [Write],
+    prints: &'a [Option<Vec<u8>>],
+    found: &Found,
+) -> Plan<'a> {
+    let mut rows = Rows::default();
+    let mut lasts: HashMap<LogId, (u64, Option<u64>)> = HashMap::new();
+    let mut batch_keys: HashMap<&str, usize> = HashMap::new();
+    let mut ordinal = 0u64;
+    let mut outcomes = Vec::with_capacity(writes.len());
+    for (i, (write, print)) in writes.iter().zip(prints).enumerate() {
+        let key = write.idempotency_key.as_deref().zip(print.as_deref());
+        if let Some((key, print)) = key {
+            if let Some(row) = found.keys.get(key) {
+                outcomes.push(Planned::Done(
+                    earlier_outcome(row, print).map(Written::Replayed),
+                ));
+                continue;
+            }
+            if let Some(&earlier) = batch_keys.get(key) {
+                let same = prints[earlier].as_deref() == Some(print);
+                outcomes.push(if same {
+                    Planned::ReplayOf(earlier)
+                } else {
+                    Planned::Done(Err(StoreError::IdempotencyKeyReused))
+                });
+                continue;
+            }
+        }
+        // The log's last index now: stored, or as this batch leaves it.
+        let current = lasts
+            .get(&write.log_id)
+            .map(|&(last, _)| last)
+            .or_else(|| found.lasts.get(&write.log_id).copied());
+        let first_index = match (write.creates(), current) {
+            (Some(_), Some(_)) => Err(StoreError::LogExists(write.log_id)),
+            (Some(_), None) if found.taken.contains(&write.log_id) => {
+                Err(StoreError::LogExists(write.log_id))
+            }
+            (Some(_), None) => Ok(0),
+            (None, None) => Err(StoreError::LogNotFound(write.log_id)),
+            (None, Some(last)) => match write.expected_last_index() {
+                Some(expected) if expected != last => Err(StoreError::ConcurrentAppend {
+                    current_last_index: last,
+                }),
+                _ => Ok(last + 1),
+            },
+        };
+        let first_index = match first_index {
+            Ok(first) => first,
+            Err(error) => {
+                outcomes.push(Planned::Done(Err(error)));
+                continue;
+            }
+        };
+        let n = write.events.len() as u64;
+        let appended = Appended {
+            log_id: write.log_id,
+            first_index,
+            last_index: first_index + n - 1,
+            first_position: 0,
+        };
+        let uuid = write.log_id.as_uuid();
+        if let Some(reducer) = write.creates() {
+            rows.create_log.push(uuid);
+            rows.create_reducer.push(reducer);
+            rows.create_at.push(write.recorded_at);
+        }
+        for (index, event) in (first_index..).zip(write.events.iter()) {
+            ordinal += 1;
+            rows.event_log.push(uuid);
+            rows.event_index.push(index as i64);
+            rows.event_ordinal.push(ordinal as i64);
+            rows.event_recorded_at.push(write.recorded_at);
+            rows.event_payload.push(event.as_str());
+        }
+        let first_ordinal = ordinal + 1 - n;
+        lasts.insert(write.log_id, (appended.last_index, Some(ordinal)));
+        if let Some((key, print)) = key {
+            batch_keys.insert(key, i);
+            rows.key.push(key);
+            rows.key_print.push(print.to_vec());
+            rows.key_log.push(uuid);
+            rows.key_first_index.push(first_index as i64);
+            rows.key_last_index.push(appended.last_index as i64);
+            rows.key_first_ordinal.push(first_ordinal as i64);
+        }
+        outcomes.push(Planned::Stored {
+            appended,
+            ordinal: first_ordinal,
+        });
+    }
+    for (log_id, (last, ordinal)) in lasts {
+        if let Some(ordinal) = ordinal {
+            rows.log_id.push(log_id.as_uuid());
+            rows.log_last_index.push(last as i64);
+            rows.log_last_ordinal.push(ordinal as i64);
+        }
+    }
+    Plan { outcomes, rows }
+}
+
+impl Plan<'_> {
+    /// Every request's outcome, once the batch committed with its first
+    /// event at position `base + 1`.
+    pub(crate) fn outcomes(self, base: u64) -> Vec<Result<Written, StoreError>> {
+        let stored: Vec<Option<Appended>> = self
+            .outcomes
+            .iter()
+            .map(|planned| match planned {
+                Planned::Stored { appended, ordinal } => Some(Appended {
+                    first_position: base + ordinal,
+                    ..*appended
+                }),
+                _ => None,
+            })
+            .collect();
+        self.outcomes
+            .into_iter()
+            .zip(&stored)
+            .map(|(planned, appended)| match planned {
+                Planned::Done(outcome) => outcome,
+                Planned::Stored { .. } => Ok(Written::Stored(appended.expect("stored"))),
+                Planned::ReplayOf(earlier) => Ok(Written::Replayed(
+                    stored[earlier].expect("replays follow a stored request"),
+                )),
+            })
+            .collect()
+    }
+}
+
+/// The idempotency fingerprints of a batch's requests that carry a key.
+pub(crate) fn fingerprints(writes: &[Write]) -> Vec<Option<Vec<u8>>> {
+    writes
+        .iter()
+        .map(|w| w.idempotency_key.as_ref().map(|_| w.fingerprint()))
+        .collect()
+}
+
+/// The distinct log ids a batch names, sorted (the order rows are locked
+/// in, so two batches never wait on each other in a cycle).
+pub(crate) fn log_ids(writes: &[Write]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = writes.iter().map(|w| w.log_id.as_uuid()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The distinct idempotency keys a batch carries.
+pub(crate) fn keys(writes: &[Write]) -> Vec<&str> {
+    let mut keys: Vec<&str> = writes
+        .iter()
+        .filter_map(|w| w.idempotency_key.as_deref())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Whether an outcome should be checked against the keys again after the
+/// batch commits: a keyed create that found its log taken may have lost to
+/// a twin of itself that another process was committing.
+pub(crate) fn needs_key_recheck(write: &Write, outcome: &Result<Written, StoreError>) -> bool {
+    write.idempotency_key.is_some() && matches!(outcome, Err(StoreError::LogExists(_)))
+}
