@@ -161,6 +161,7 @@ async fn payment_scenario(daemon: TestDaemon) {
         "eventlogs_reductions_total",
         "eventlogs_cache_hits_total",
         "eventlogs_folded_events_total",
+        "eventlogs_write_batch_size_count",
     ] {
         assert!(metrics.contains(expected), "no {expected} in\n{metrics}");
     }

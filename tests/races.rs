@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use eventlogs_e2e::race::if_match_race;
 use eventlogs_e2e::{TestDaemon, config, json, postgres_database, with_redis};
 use reqwest::Method;
 use serde_json::json;
@@ -41,39 +42,9 @@ async fn racers_on_one_log_one_winner_per_index() {
             .await,
     )
     .await;
-    let log: Arc<str> = log["log_id"].as_str().unwrap().into();
-    let barrier = Arc::new(Barrier::new(RACERS));
+    let log = log["log_id"].as_str().unwrap().to_owned();
     let started = std::time::Instant::now();
-    let handles: Vec<_> = (0..RACERS)
-        .map(|racer| {
-            let (daemon, log, barrier) = (daemon.clone(), log.clone(), barrier.clone());
-            tokio::spawn(async move {
-                let mut won = Vec::new();
-                for round in 0..ROUNDS {
-                    barrier.wait().await;
-                    let response = daemon
-                        .request(Method::POST, &format!("/v1/logs/{log}/events"))
-                        .header("if-match", format!("\"{round}\""))
-                        .json(&json!({"event": {"Authorized": {"amount": 1, "approval_code": format!("{racer}")}}}))
-                        .send()
-                        .await
-                        .unwrap();
-                    match response.status().as_u16() {
-                        200 => won.push(round),
-                        412 => {}
-                        other => panic!("round {round}: status {other}"),
-                    }
-                }
-                won
-            })
-        })
-        .collect();
-    let mut winners = vec![0u32; ROUNDS as usize];
-    for handle in handles {
-        for round in handle.await.unwrap() {
-            winners[round as usize] += 1;
-        }
-    }
+    let winners = if_match_race(&[daemon], &log, RACERS, ROUNDS).await;
     eprintln!(
         "{RACERS} racers x {ROUNDS} rounds in {:?}",
         started.elapsed()

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use eventlogs_e2e::race::if_match_race;
 use eventlogs_e2e::{
     SHARED_REDIS, TestDaemon, assert_problem, config, json, plugin, plugin_path, postgres_database,
     sqlite_database, with_redis,
@@ -17,7 +18,6 @@ use eventlogs_host::store::postgres::PostgresStore;
 use eventlogs_host::store::sqlite::SqliteStore;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::Barrier;
 
 /// Two `eventlogs serve` processes on one database, with `payment`.
 async fn two_processes(database: &str, redis: bool) -> [Arc<TestDaemon>; 2] {
@@ -118,40 +118,7 @@ async fn if_match_racers_have_one_winner_per_round(daemons: &[Arc<TestDaemon>; 2
     const RACERS: usize = 32;
     const ROUNDS: u64 = 200;
     let log = create_payment(&daemons[0], json!([{"Authorized": {"amount": 1}}])).await;
-    let barrier = Arc::new(Barrier::new(RACERS));
-    let handles: Vec<_> = (0..RACERS)
-        .map(|racer| {
-            let (daemon, log, barrier) = (daemons[racer % 2].clone(), log.clone(), barrier.clone());
-            tokio::spawn(async move {
-                let mut won = Vec::new();
-                for round in 0..ROUNDS {
-                    barrier.wait().await;
-                    let response = daemon
-                        .request(Method::POST, &format!("/v1/logs/{log}/events"))
-                        .header("if-match", format!("\"{round}\""))
-                        .json(&json!({"event": {"Authorized": {"amount": 1, "approval_code": format!("{racer}")}}}))
-                        .send()
-                        .await
-                        .unwrap();
-                    match response.status().as_u16() {
-                        200 => won.push(round),
-                        412 => {
-                            let problem = assert_problem(response, 412, "concurrent-append").await;
-                            assert_eq!(problem["current_index"], json!(round + 1));
-                        }
-                        other => panic!("round {round}: status {other}"),
-                    }
-                }
-                won
-            })
-        })
-        .collect();
-    let mut winners = vec![0u32; ROUNDS as usize];
-    for handle in handles {
-        for round in handle.await.unwrap() {
-            winners[round as usize] += 1;
-        }
-    }
+    let winners = if_match_race(daemons, &log, RACERS, ROUNDS).await;
     assert!(winners.iter().all(|&w| w == 1), "{winners:?}");
     assert_eq!(all_events(&daemons[1], &log).await.len() as u64, ROUNDS + 1);
 }

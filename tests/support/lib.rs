@@ -2,6 +2,7 @@
 //! a client, and a TCP proxy that can cut a daemon off from PostgreSQL.
 
 pub mod proxy;
+pub mod race;
 pub mod servers;
 
 use std::net::SocketAddr;

@@ -10,8 +10,10 @@ use crate::load::{Latencies, run_timed};
 /// `tasks` tasks inserting one event row each per statement (autocommit)
 /// into a table shaped like `events`, each on its own log, for `span`.
 pub async fn inserts(database: &str, tasks: usize, span: Duration) -> Latencies {
+    // At most 32 connections, like the daemon's pool (and so that the
+    // daemon, both baselines and the server's limit of 100 fit together).
     let pool = PgPoolOptions::new()
-        .max_connections(tasks as u32)
+        .max_connections(tasks.min(32) as u32)
         .connect(database)
         .await
         .unwrap();
@@ -31,7 +33,8 @@ pub async fn inserts(database: &str, tasks: usize, span: Duration) -> Latencies 
             .map(|_| std::sync::atomic::AtomicI64::new(0))
             .collect::<Vec<_>>(),
     );
-    run_timed(tasks, span, move |task, _| {
+    let closing = pool.clone();
+    let latencies = run_timed(tasks, span, move |task, _| {
         let (pool, payload, next) = (pool.clone(), payload.clone(), next.clone());
         let log = logs[task];
         async move {
@@ -45,5 +48,7 @@ pub async fn inserts(database: &str, tasks: usize, span: Duration) -> Latencies 
                 .unwrap();
         }
     })
-    .await
+    .await;
+    closing.close().await;
+    latencies
 }

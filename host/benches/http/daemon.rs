@@ -10,6 +10,8 @@ pub struct Daemon {
     child: Child,
     /// Its base URL.
     pub url: String,
+    /// The prefix of its Redis keys.
+    pub redis_prefix: String,
 }
 
 /// A new, empty database on the server `admin` points at.
@@ -68,7 +70,11 @@ impl Daemon {
             .strip_prefix("eventlogs listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Self { child, url }
+        Self {
+            child,
+            url,
+            redis_prefix: prefix,
+        }
     }
 
     fn status_kib(&self, field: &str) -> u64 {
@@ -107,4 +113,23 @@ impl Daemon {
 /// The bytes of a built plugin.
 pub fn plugin_bytes(name: &str) -> Vec<u8> {
     std::fs::read(plugin(name)).unwrap_or_else(|e| panic!("{name}: {e}; run scripts/build-plugins"))
+}
+
+/// Deletes every cached reduction of `log` under `prefix`, so its next
+/// reduce folds from the start.
+pub async fn evict(prefix: &str, log: &str) {
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*{log}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for key in keys {
+        let _: () = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
 }

@@ -52,7 +52,7 @@ pub async fn appends(database: &str, tasks: usize, span: Duration) -> Latencies 
     }
     let mut config = deadpool_postgres::Config::new();
     config.url = Some(database.to_owned());
-    config.pool = Some(deadpool_postgres::PoolConfig::new(tasks));
+    config.pool = Some(deadpool_postgres::PoolConfig::new(tasks.min(32)));
     let pool = config
         .create_pool(
             Some(deadpool_postgres::Runtime::Tokio1),
@@ -74,7 +74,7 @@ pub async fn appends(database: &str, tasks: usize, span: Duration) -> Latencies 
         logs.push((log_id, Mutex::new(state)));
     }
     let logs = Arc::new(logs);
-    run_timed(tasks, span, move |task, _| {
+    let latencies = run_timed(tasks, span, move |task, _| {
         let (seed, logs, event) = (seed.clone(), logs.clone(), event.clone());
         async move {
             let (log_id, state) = &logs[task];
@@ -86,5 +86,7 @@ pub async fn appends(database: &str, tasks: usize, span: Duration) -> Latencies 
                 .unwrap();
         }
     })
-    .await
+    .await;
+    admin.close().await;
+    latencies
 }

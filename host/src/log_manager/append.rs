@@ -111,7 +111,10 @@ impl LogManager {
             Some(_) => None,
         };
         let deadline = Instant::now() + RETRY_FOR;
-        let mut start = Start::Cached { end: None };
+        // The cache is almost always current (every write keeps it so); if
+        // it is behind, the store refuses the write and the retry reads the
+        // events after it.
+        let mut start = Start::Presumed;
         loop {
             let at_end = self
                 .fold_to_end(&active, &key, request.log_id, start)
@@ -125,7 +128,7 @@ impl LogManager {
                 // An end read only from the cache is confirmed first: an
                 // entry beyond the log's end (a restored database) is not
                 // this log's.
-                if at_end.from_cache && at_end.events_folded == 0 {
+                if start == Start::Presumed || (at_end.from_cache && at_end.events_folded == 0) {
                     let stored_end = self.store.log(request.log_id).await?.last_index;
                     if stored_end != end {
                         start = Start::Cached {

@@ -29,6 +29,10 @@ pub(crate) enum Start {
     /// From a cached reduction if one is usable, ignoring entries beyond
     /// `end` when the log's end is known.
     Cached { end: Option<u64> },
+    /// From a cached reduction, taking it as the log's end without reading
+    /// the store (from the start if there is none). For a write, whose
+    /// store condition refuses it if the log ends elsewhere.
+    Presumed,
     /// From the initial aggregate.
     Empty,
 }
@@ -45,6 +49,7 @@ impl LogManager {
     ) -> Result<AtEnd, LogError> {
         let cached = match start {
             Start::Cached { end } => self.cached(key, end).await,
+            Start::Presumed => self.cached(key, None).await,
             Start::Empty => None,
         };
         let resumed = match cached {
@@ -72,6 +77,14 @@ impl LogManager {
                 (blocking(move || starting.start()).await?, None)
             }
         };
+        if from_cache && start == Start::Presumed {
+            return Ok(AtEnd {
+                fold,
+                through_index: through,
+                from_cache,
+                events_folded: 0,
+            });
+        }
         let mut fold = Some(fold);
         let mut events_folded = 0;
         let mut batch = EventBatch::with_capacity(self.options.batch_size as usize, 0);

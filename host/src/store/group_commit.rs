@@ -55,6 +55,9 @@ impl GroupCommit {
 
     /// Queues `write` and waits for its outcome.
     pub(crate) async fn submit(&self, write: Write) -> Result<Written, StoreError> {
+        if write.events.is_empty() {
+            return Err(StoreError::NoEvents);
+        }
         let (reply, outcome) = oneshot::channel();
         self.queue
             .send(Job { write, reply })

@@ -165,7 +165,14 @@ pub trait EventStore: Send + Sync {
         log_id: LogId,
         from: u64,
         limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let page = self.tail(log_id, from, limit).await?;
+        if page.is_empty() {
+            // An empty page is only an answer for a log that exists.
+            self.log(log_id).await?;
+        }
+        Ok(page)
+    }
 
     /// Like [`EventStore::events`], for a log the caller knows exists (logs
     /// are never deleted): an empty page is the end, with no further query.

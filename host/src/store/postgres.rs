@@ -73,7 +73,7 @@ impl PostgresStore {
         let commits = GroupCommit::start(
             writer,
             GroupCommitOptions {
-                writers: 2,
+                writers: 1,
                 max_batch: MAX_BATCH,
             },
         );
@@ -222,9 +222,6 @@ fn is_transient(error: &sqlx::Error) -> bool {
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn write(&self, write: Write) -> Result<Written, StoreError> {
-        if write.events.is_empty() {
-            return Err(StoreError::NoEvents);
-        }
         self.commits.submit(write).await
     }
 
@@ -249,20 +246,6 @@ impl EventStore for PostgresStore {
             created_at,
             last_index: last as u64,
         })
-    }
-
-    async fn events(
-        &self,
-        log_id: LogId,
-        from: u64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let page = self.tail(log_id, from, limit).await?;
-        if page.is_empty() {
-            // An empty page is only an answer for a log that exists.
-            self.log(log_id).await?;
-        }
-        Ok(page)
     }
 
     async fn tail(

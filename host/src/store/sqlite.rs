@@ -213,9 +213,6 @@ impl BatchTx for LiteBatch {
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn write(&self, write: Write) -> Result<Written, StoreError> {
-        if write.events.is_empty() {
-            return Err(StoreError::NoEvents);
-        }
         self.commits.submit(write).await
     }
 
@@ -240,20 +237,6 @@ impl EventStore for SqliteStore {
             created_at,
             last_index: last as u64,
         })
-    }
-
-    async fn events(
-        &self,
-        log_id: LogId,
-        from: u64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let page = self.tail(log_id, from, limit).await?;
-        if page.is_empty() {
-            // An empty page is only an answer for a log that exists.
-            self.log(log_id).await?;
-        }
-        Ok(page)
     }
 
     async fn tail(
