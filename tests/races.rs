@@ -8,7 +8,6 @@ use eventlogs_e2e::race::if_match_race;
 use eventlogs_e2e::{TestDaemon, config, json, postgres_database, with_redis};
 use reqwest::Method;
 use serde_json::json;
-use tokio::sync::Barrier;
 
 const RACERS: usize = 32;
 const ROUNDS: u64 = 1000;

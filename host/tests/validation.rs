@@ -39,7 +39,7 @@ fn a_component_of_another_world_is_refused() {
         .expect("refused");
     assert!(matches!(err, InvalidComponent::WrongWorld(_)), "{err}");
     assert!(
-        err.to_string().contains("eventlogs:reducer/reducer@0.1.0"),
+        err.to_string().contains("eventlogs:reducer/reducer@0.2.0"),
         "{err}"
     );
 }

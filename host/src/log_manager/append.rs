@@ -20,7 +20,7 @@ use crate::runtime::{EventBatch, Folded, Reducer};
 use crate::store::{Events, StoreError, Write, Written};
 
 /// How long an append without `If-Match` keeps re-validating after losing
-/// races to other writers before it reports the store as unavailable.
+/// races to other writers before it answers 503 (never 412).
 const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// Appending events to an existing log, atomically.
@@ -162,8 +162,19 @@ impl LogManager {
                     drop(turn);
                     return Ok(Written::Stored(appended));
                 }
+                Err(StoreError::ConcurrentAppend { .. })
+                    if request.expected_last_index.is_none() && Instant::now() >= deadline =>
+                {
+                    // Without If-Match a conflict is never the answer: the
+                    // log moves faster than it can be validated; retry later.
+                    return Err(StoreError::Unavailable(format!(
+                        "log {} kept moving for {RETRY_FOR:?}",
+                        request.log_id
+                    ))
+                    .into());
+                }
                 Err(StoreError::ConcurrentAppend { current_last_index })
-                    if request.expected_last_index.is_none() && Instant::now() < deadline =>
+                    if request.expected_last_index.is_none() =>
                 {
                     // Another writer moved the end. A cached aggregate
                     // beyond the real end is not this log's: skip it.
