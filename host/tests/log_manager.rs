@@ -254,6 +254,7 @@ async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
         manager,
         cache,
         registry,
+        ..
     } = embedded(10).await;
     let a = registry.active("payment").unwrap();
 

@@ -10,7 +10,7 @@ use common::events;
 use common::manager::{Parts, amount, embedded, on_postgres_and_redis};
 use eventlogs_guest::{RawEvent, fold_raw};
 use eventlogs_host::LogId;
-use eventlogs_host::log_manager::{Append, DeployOptions, LogError};
+use eventlogs_host::log_manager::{Append, DeployOptions, LogError, LogManager, LogManagerOptions};
 use eventlogs_host::runtime::FailureKind;
 use eventlogs_host::store::{StoreError, Written};
 use payment::Payment;
@@ -175,10 +175,58 @@ async fn a_deploy_that_breaks_logs_is_refused_unless_forced(parts: Parts) {
     );
 }
 
+/// The guard replays the most recently appended logs first, up to its
+/// sample size: a breaking version passes if the sample misses the log it
+/// would break.
+async fn the_deploy_guard_samples_the_most_recent_logs(parts: Parts) {
+    let m = &parts.manager;
+    let long = new_payment(
+        &parts,
+        &[
+            json!({"Authorized": {"amount": 1}}),
+            json!({"Authorized": {"amount": 2}}),
+        ],
+    )
+    .await;
+    let short = new_payment(&parts, &[json!({"Authorized": {"amount": 1}})]).await;
+    let options = LogManagerOptions {
+        deploy_sample_logs: 1,
+        ..LogManagerOptions::default()
+    };
+    let sampling = LogManager::new(
+        parts.store.clone(),
+        parts.cache.clone(),
+        parts.registry.clone(),
+        options,
+    );
+    let strict = common::plugin("fixture_single_event");
+    let deployed = sampling
+        .deploy("payment", strict.clone(), DeployOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        deployed.replayed_logs, 1,
+        "only the most recent log, {short}"
+    );
+    // Appending to the long log makes it the most recent: now it is sampled.
+    let payment = common::plugin("payment");
+    m.deploy("payment", payment, DeployOptions { force: true })
+        .await
+        .unwrap();
+    m.append(append(long, &[json!({"Authorized": {"amount": 3}})], None))
+        .await
+        .unwrap();
+    assert!(matches!(
+        sampling.deploy("payment", strict, DeployOptions::default()).await,
+        Err(LogError::Deploy(error)) if error.failures.len() == 1 && error.failures[0].0 == long
+    ));
+}
+
 on_both!(1000;
     refused_events_store_nothing_and_the_log_stays_readable,
     the_next_reduce_folds_nothing,
     a_deploy_that_breaks_logs_is_refused_unless_forced,
+    the_deploy_guard_samples_the_most_recent_logs,
 );
 
 /// One payment event a client might send: valid or not.

@@ -27,6 +27,8 @@ pub struct Parts {
     pub cache: Arc<dyn ReductionCache>,
     /// Its registry, with `payment` deployed.
     pub registry: Arc<Registry>,
+    /// Its event store.
+    pub store: Arc<dyn EventStore>,
 }
 
 /// A manager over `store` (also its reducer catalog) and `cache`, with the
@@ -48,9 +50,10 @@ where
         ..Default::default()
     };
     Parts {
-        manager: LogManager::new(store, cache.clone(), registry.clone(), options),
+        manager: LogManager::new(store.clone(), cache.clone(), registry.clone(), options),
         cache,
         registry,
+        store,
     }
 }
 
