@@ -7,7 +7,6 @@
 //! on every backend alike: a string containing the NUL character (`\u0000`),
 //! which PostgreSQL's text types cannot represent.
 
-use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 /// One event's JSON, exactly as sent.
@@ -66,13 +65,6 @@ impl PartialEq for Payload {
 
 impl Eq for Payload {}
 
-impl<'de> Deserialize<'de> for Payload {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = Box::<RawValue>::deserialize(deserializer)?;
-        Self::new(raw).map_err(serde::de::Error::custom)
-    }
-}
-
 /// Whether valid JSON text holds a `\u0000` escape. A raw NUL byte cannot
 /// occur in valid JSON (control characters must be escaped), so the escape
 /// is the only spelling; it counts only when its backslash is not itself
@@ -121,12 +113,5 @@ mod tests {
         assert_eq!(Payload::parse(r#""a\\\u0000""#), Err(PayloadError::Nul));
         assert!(Payload::parse(r#""\u0001""#).is_ok());
         assert!(matches!(Payload::parse("{"), Err(PayloadError::NotJson(_))));
-    }
-
-    #[test]
-    fn deserializes_from_a_request_body() {
-        let events: Vec<Payload> = serde_json::from_str("[ {\"x\" : 1} ,2]").unwrap();
-        assert_eq!(events[0].as_str(), "{\"x\" : 1}");
-        assert!(serde_json::from_str::<Vec<Payload>>(r#"["\u0000"]"#).is_err());
     }
 }

@@ -34,7 +34,6 @@ use async_trait::async_trait;
 use crate::LogId;
 use crate::payload::Payload;
 
-pub use group_commit::GroupCommitOptions;
 pub use write::{Target, Write};
 
 /// Where a create or append went.

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::batch::Rows;
 use super::execute::{self, BatchTx, Dialect, Executor};
-use super::group_commit::{GroupCommit, GroupCommitOptions};
+use super::group_commit::GroupCommit;
 use super::write::{EventRow, KeyRow, stored_events, unavailable};
 use super::{EventStore, LogInfo, StoreError, StoredEvent, Write, Written};
 use crate::LogId;
@@ -70,13 +70,7 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
         let writer = Arc::new(Executor(Pg { pool: pool.clone() }));
-        let commits = GroupCommit::start(
-            writer,
-            GroupCommitOptions {
-                writers: 1,
-                max_batch: MAX_BATCH,
-            },
-        );
+        let commits = GroupCommit::start(writer, MAX_BATCH);
         Ok(Self { pool, commits })
     }
 
