@@ -11,6 +11,7 @@ use common::{events, postgres, sqlite};
 use eventlogs_host::LogId;
 use eventlogs_host::payload::Payload;
 use eventlogs_host::store::postgres::PostgresStore;
+use eventlogs_host::store::sqlite::SqliteStore;
 use eventlogs_host::store::{Appended, EventStore, StoreError, Write, Written};
 use serde_json::{Value, json};
 
@@ -478,4 +479,102 @@ async fn two_postgres_pools_race_with_one_winner_per_index() {
         assert_eq!(winners, 1, "round {round}");
     }
     assert_eq!(stores[1].log(log_id).await.unwrap().last_index, 100);
+}
+
+/// Two stores (two writers, as in two daemon processes) on one database.
+async fn two_writers(postgres_db: bool) -> Option<[Store; 2]> {
+    if postgres_db {
+        let url = common::postgres_database().await?;
+        let first = PostgresStore::connect(&url).await.unwrap();
+        let second = PostgresStore::connect(&url).await.unwrap();
+        Some([Arc::new(first), Arc::new(second)])
+    } else {
+        let url = common::sqlite_database();
+        let first = SqliteStore::connect(&url).await.unwrap();
+        let second = SqliteStore::connect(&url).await.unwrap();
+        Some([Arc::new(first), Arc::new(second)])
+    }
+}
+
+/// Appends without an expectation from two writers to one log all succeed
+/// (a batch that collides with the other writer's rows is stored again
+/// under the write lock), with contiguous indexes and gap-free positions.
+async fn two_writers_append_to_one_log(postgres_db: bool) {
+    let Some(stores) = two_writers(postgres_db).await else {
+        return;
+    };
+    let log_id = create(&stores[0], &[json!(0)]).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|writer| {
+            let store = stores[writer % 2].clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let event = [json!({"writer": writer, "i": i})];
+                    stored_now(store.write(append(log_id, &event, None, None)).await);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = stores[1].events(log_id, 0, 1000).await.unwrap();
+    let indexes: Vec<u64> = events.iter().map(|e| e.index).collect();
+    assert_eq!(indexes, (0..=400).collect::<Vec<_>>());
+    let mut positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+    positions.sort_unstable();
+    assert_eq!(positions, (1..=401).collect::<Vec<_>>());
+    assert_eq!(stores[0].log(log_id).await.unwrap().last_index, 400);
+}
+
+/// The same keyed create sent to two writers at once (a client retrying
+/// against another daemon) is stored once and replayed once.
+async fn two_writers_store_one_keyed_create_once(postgres_db: bool) {
+    let Some(stores) = two_writers(postgres_db).await else {
+        return;
+    };
+    for round in 0..20 {
+        let log_id = LogId::new();
+        let key = format!("create-{round}");
+        let tasks: Vec<_> = stores
+            .iter()
+            .map(|store| {
+                let store = store.clone();
+                let write = Write::create(log_id, true, "payment", events(&[payment(round)]))
+                    .with_key(Some(&key));
+                tokio::spawn(async move { store.write(write).await.unwrap() })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        let stored: Vec<_> = outcomes
+            .iter()
+            .filter(|o| matches!(o, Written::Stored(_)))
+            .collect();
+        assert_eq!(stored.len(), 1, "round {round}: {outcomes:?}");
+        assert_eq!(outcomes[0].appended(), outcomes[1].appended());
+        assert_eq!(stores[0].log(log_id).await.unwrap().last_index, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_postgres_writers_append_to_one_log() {
+    two_writers_append_to_one_log(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sqlite_writers_append_to_one_log() {
+    two_writers_append_to_one_log(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_postgres_writers_store_one_keyed_create_once() {
+    two_writers_store_one_keyed_create_once(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sqlite_writers_store_one_keyed_create_once() {
+    two_writers_store_one_keyed_create_once(false).await;
 }

@@ -1,18 +1,18 @@
 //! One group-commit batch, planned in memory so that no request's conflict
 //! or bad input fails the others.
 //!
-//! A store first reads what the batch depends on — the last index of every
-//! log it names (locking those rows on PostgreSQL) and the idempotency keys
-//! it carries — then [`plan`] decides every request's outcome in queue
-//! order: replays and key reuses, unknown or existing logs, stale expected
-//! indexes, and for the rest the rows to insert. Appends to one log chain:
-//! the second starts where the first ends. The store inserts the new logs,
-//! re-plans if one of them turned out to exist, then stores every row in one
-//! round of statements, numbering events by their ordinal in the batch; the
-//! ordinals become global positions once the store has taken a range of
-//! them from its counter.
+//! The executor first reads what the batch depends on — the last index of
+//! every log it appends to and the idempotency keys it carries — then
+//! [`plan`] decides every request's outcome in queue order: replays and key
+//! reuses, unknown or existing logs, stale expected indexes, and for the
+//! rest the rows to insert. Appends to one log chain: the second starts
+//! where the first ends. The store then writes every row at once, numbering
+//! events by their ordinal in the batch; the ordinals become global
+//! positions once the store has taken a range of them from its counter. If
+//! another process wrote meanwhile, one of those rows collides with its
+//! rows and the batch is read and planned again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use uuid::Uuid;
 
@@ -27,8 +27,6 @@ pub(crate) struct Found {
     pub(crate) lasts: HashMap<LogId, u64>,
     /// Stored idempotency keys the batch carries.
     pub(crate) keys: HashMap<String, KeyRow>,
-    /// Logs the batch meant to create that already existed when inserted.
-    pub(crate) taken: HashSet<LogId>,
 }
 
 /// The rows a batch stores, column by column (the shape `UNNEST` takes).
@@ -39,12 +37,15 @@ pub(crate) struct Rows<'a> {
     pub(crate) event_ordinal: Vec<i64>,
     pub(crate) event_recorded_at: Vec<i64>,
     pub(crate) event_payload: Vec<&'a str>,
-    /// New logs: id, reducer, created_at.
+    /// New logs: id, reducer, created_at, and the last index and the
+    /// ordinal of the last event they hold after this batch.
     pub(crate) create_log: Vec<Uuid>,
     pub(crate) create_reducer: Vec<&'a str>,
     pub(crate) create_at: Vec<i64>,
-    /// Every log written to: its last index and the ordinal of its last
-    /// event after this batch.
+    pub(crate) create_last_index: Vec<i64>,
+    pub(crate) create_last_ordinal: Vec<i64>,
+    /// Every existing log written to: its last index and the ordinal of its
+    /// last event after this batch.
     pub(crate) log_id: Vec<Uuid>,
     pub(crate) log_last_index: Vec<i64>,
     pub(crate) log_last_ordinal: Vec<i64>,
@@ -90,7 +91,7 @@ pub(crate) fn plan<'a>(
     found: &Found,
 ) -> Plan<'a> {
     let mut rows = Rows::default();
-    let mut lasts: HashMap<LogId, (u64, Option<u64>)> = HashMap::new();
+    let mut lasts: HashMap<LogId, (u64, u64)> = HashMap::new();
     let mut batch_keys: HashMap<&str, usize> = HashMap::new();
     let mut ordinal = 0u64;
     let mut outcomes = Vec::with_capacity(writes.len());
@@ -120,9 +121,6 @@ pub(crate) fn plan<'a>(
             .or_else(|| found.lasts.get(&write.log_id).copied());
         let first_index = match (write.creates(), current) {
             (Some(_), Some(_)) => Err(StoreError::LogExists(write.log_id)),
-            (Some(_), None) if found.taken.contains(&write.log_id) => {
-                Err(StoreError::LogExists(write.log_id))
-            }
             (Some(_), None) => Ok(0),
             (None, None) => Err(StoreError::LogNotFound(write.log_id)),
             (None, Some(last)) => match write.expected_last_index() {
@@ -161,7 +159,7 @@ pub(crate) fn plan<'a>(
             rows.event_payload.push(event.as_str());
         }
         let first_ordinal = ordinal + 1 - n;
-        lasts.insert(write.log_id, (appended.last_index, Some(ordinal)));
+        lasts.insert(write.log_id, (appended.last_index, ordinal));
         if let Some((key, print)) = key {
             batch_keys.insert(key, i);
             rows.key.push(key);
@@ -176,12 +174,17 @@ pub(crate) fn plan<'a>(
             ordinal: first_ordinal,
         });
     }
+    for id in &rows.create_log {
+        let (last, ordinal) = lasts
+            .remove(&LogId::from(*id))
+            .expect("a created log holds events");
+        rows.create_last_index.push(last as i64);
+        rows.create_last_ordinal.push(ordinal as i64);
+    }
     for (log_id, (last, ordinal)) in lasts {
-        if let Some(ordinal) = ordinal {
-            rows.log_id.push(log_id.as_uuid());
-            rows.log_last_index.push(last as i64);
-            rows.log_last_ordinal.push(ordinal as i64);
-        }
+        rows.log_id.push(log_id.as_uuid());
+        rows.log_last_index.push(last as i64);
+        rows.log_last_ordinal.push(ordinal as i64);
     }
     Plan { outcomes, rows }
 }
@@ -223,10 +226,15 @@ pub(crate) fn fingerprints(writes: &[Write]) -> Vec<Option<Vec<u8>>> {
         .collect()
 }
 
-/// The distinct log ids a batch names, sorted (the order rows are locked
-/// in, so two batches never wait on each other in a cycle).
-pub(crate) fn log_ids(writes: &[Write]) -> Vec<Uuid> {
-    let mut ids: Vec<Uuid> = writes.iter().map(|w| w.log_id.as_uuid()).collect();
+/// The distinct log ids a batch names, sorted; only those it appends to
+/// unless `creates_too` (a log being created is presumed new: if it is not,
+/// inserting it fails and the batch is read again, whole).
+pub(crate) fn log_ids(writes: &[Write], creates_too: bool) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = writes
+        .iter()
+        .filter(|w| creates_too || w.creates().is_none())
+        .map(|w| w.log_id.as_uuid())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     ids
@@ -241,11 +249,4 @@ pub(crate) fn keys(writes: &[Write]) -> Vec<&str> {
     keys.sort_unstable();
     keys.dedup();
     keys
-}
-
-/// Whether an outcome should be checked against the keys again after the
-/// batch commits: a keyed create that found its log taken may have lost to
-/// a twin of itself that another process was committing.
-pub(crate) fn needs_key_recheck(write: &Write, outcome: &Result<Written, StoreError>) -> bool {
-    write.idempotency_key.is_some() && matches!(outcome, Err(StoreError::LogExists(_)))
 }

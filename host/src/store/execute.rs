@@ -1,8 +1,15 @@
 //! Executing a group-commit batch, the same way on every database: read
-//! what the batch depends on, plan it ([`super::batch`]), insert new logs,
-//! store the rows, commit. A [`Dialect`] supplies only the SQL.
-
-use std::collections::HashSet;
+//! what the batch depends on, plan it ([`super::batch`]), store every row
+//! at once.
+//!
+//! The first attempt is optimistic: nothing is locked between the read and
+//! the write, which is one atomic statement (or transaction) that fails on
+//! a unique key if another process stored a colliding row meanwhile (an
+//! event at the same index of a log, the same log or idempotency key). Only
+//! then is the batch run again, exclusively: the write lock is taken first
+//! (every store takes it to number its events), so nothing can change
+//! between that read and write, and the rerun cannot lose again. A
+//! [`Dialect`] supplies only the SQL.
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -12,41 +19,35 @@ use super::group_commit::BatchWriter;
 use super::write::{KeyRow, earlier_outcome, is_data_error, unavailable};
 use super::{StoreError, Write, Written};
 
-/// How often a batch is run again after losing a race it cannot plan
-/// around (another process stored one of its keys meanwhile, a deadlock).
+/// How often a batch is run again after a transient failure (a deadlock,
+/// a busy database).
 const BATCH_RERUNS: usize = 8;
 
-/// One batch's transaction, in a database's SQL.
-#[async_trait]
-pub(crate) trait BatchTx: Send {
-    /// The last index of each existing log among `ids` (sorted), locking
-    /// the rows until commit where the database locks rows.
-    async fn lock_logs(&mut self, ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, sqlx::Error>;
-
-    /// The stored rows of these idempotency keys.
-    async fn read_keys(&mut self, keys: &[&str]) -> Result<Vec<(String, KeyRow)>, sqlx::Error>;
-
-    /// Inserts the new logs of `rows`, skipping ids already taken; returns
-    /// the ids inserted.
-    async fn insert_logs(&mut self, rows: &Rows<'_>) -> Result<Vec<Uuid>, sqlx::Error>;
-
-    /// Stores the events, log ends and keys of `rows`, taking a range of
-    /// positions. Returns the position before the first event, or `None`
-    /// if one of the keys was stored meanwhile by another process.
-    async fn store_rows(&mut self, rows: &Rows<'_>) -> Result<Option<u64>, sqlx::Error>;
-
-    /// Commits.
-    async fn commit(self) -> Result<(), sqlx::Error>;
-}
+/// What a batch reads: the last index of existing logs, stored keys.
+pub(crate) type Read = (Vec<(Uuid, i64)>, Vec<(String, KeyRow)>);
 
 /// A database that batches can be executed on.
 #[async_trait]
 pub(crate) trait Dialect: Send + Sync + 'static {
-    /// Its batch transaction.
-    type Tx: BatchTx;
+    /// A transaction holding the write lock.
+    type Exclusive: Exclusive;
 
-    /// Begins a batch's transaction.
-    async fn begin(&self) -> Result<Self::Tx, sqlx::Error>;
+    /// The last index of each existing log among `ids`, and the stored
+    /// rows of the idempotency keys among `keys`. A log whose row is
+    /// visible must have its keys visible too: one snapshot, or the logs
+    /// read before the keys.
+    async fn read(&self, ids: &[Uuid], keys: &[&str]) -> Result<Read, sqlx::Error>;
+
+    /// Stores every row of `rows` atomically, taking a range of positions
+    /// for its events; returns the position before the first one. Fails
+    /// with a unique violation, storing nothing, if a row collides with
+    /// one stored since the read.
+    async fn store(&self, rows: &Rows<'_>) -> Result<u64, sqlx::Error>;
+
+    /// Begins a transaction and takes the write lock that every
+    /// [`Dialect::store`] takes, so no other writer stores anything until
+    /// it ends.
+    async fn exclusive(&self) -> Result<Self::Exclusive, sqlx::Error>;
 
     /// One stored idempotency key, outside any batch.
     async fn key_row(&self, key: &str) -> Result<Option<KeyRow>, sqlx::Error>;
@@ -56,6 +57,20 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     fn is_transient(&self, error: &sqlx::Error) -> bool;
 }
 
+/// A transaction holding the write lock: [`Dialect::read`] and
+/// [`Dialect::store`] inside it.
+#[async_trait]
+pub(crate) trait Exclusive: Send {
+    /// As [`Dialect::read`].
+    async fn read(&mut self, ids: &[Uuid], keys: &[&str]) -> Result<Read, sqlx::Error>;
+
+    /// As [`Dialect::store`], committed only with the transaction.
+    async fn store(&mut self, rows: &Rows<'_>) -> Result<u64, sqlx::Error>;
+
+    /// Commits.
+    async fn commit(self) -> Result<(), sqlx::Error>;
+}
+
 /// Executes batches on a [`Dialect`].
 pub(crate) struct Executor<D>(pub(crate) D);
 
@@ -63,7 +78,7 @@ pub(crate) struct Executor<D>(pub(crate) D);
 impl<D: Dialect> BatchWriter for Executor<D> {
     async fn write_batch(&self, writes: &[Write]) -> Vec<Result<Written, StoreError>> {
         let prints = batch::fingerprints(writes);
-        let mut outcomes = match self.run(writes, &prints).await {
+        match self.run(writes, &prints).await {
             // One request's data broke a shared statement: store each
             // alone, so only that one fails.
             Err(error) if is_data_error(&error) && writes.len() > 1 => {
@@ -84,106 +99,104 @@ impl<D: Dialect> BatchWriter for Executor<D> {
                 writes.iter().map(|_| Err(error.clone())).collect()
             }
             Ok(outcomes) => outcomes,
-        };
-        self.recheck_keys(writes, &prints, &mut outcomes).await;
-        outcomes
+        }
     }
 }
 
 impl<D: Dialect> Executor<D> {
-    /// Runs the batch, again if it lost a race it cannot plan around.
+    /// Runs the batch: optimistically, then exclusively if it lost a race
+    /// to another process, again after a transient failure.
     async fn run(
         &self,
         writes: &[Write],
         prints: &[Option<Vec<u8>>],
     ) -> Result<Vec<Result<Written, StoreError>>, sqlx::Error> {
+        let mut exclusive = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.attempt(writes, prints).await {
-                Ok(Some(outcomes)) => return Ok(outcomes),
-                Ok(None) if attempt < BATCH_RERUNS => {}
-                Err(error) if self.0.is_transient(&error) && attempt < BATCH_RERUNS => {}
-                Ok(None) => {
-                    return Err(sqlx::Error::Protocol(
-                        "idempotency keys kept racing; batch abandoned".into(),
-                    ));
+            let outcome = if exclusive {
+                self.exclusively(writes, prints).await
+            } else {
+                self.optimistically(writes, prints).await
+            };
+            match outcome {
+                Err(error) if raced(&error) && !exclusive => exclusive = true,
+                Err(error) if raced(&error) => {
+                    // Only a writer that stores without the write lock can
+                    // get here; not the request's fault either way.
+                    return Err(sqlx::Error::Protocol(format!(
+                        "a row collided under the write lock: {error}"
+                    )));
                 }
-                Err(error) => return Err(error),
+                Err(error) if self.0.is_transient(&error) && attempt < BATCH_RERUNS => {}
+                outcome => return outcome,
             }
         }
     }
 
-    /// One attempt; `None` if it was rolled back because another process
-    /// stored one of its idempotency keys after they were read.
-    async fn attempt(
+    /// Reads what the logs it appends to and its keys (a log it creates is
+    /// presumed new; nothing is read for creates without keys), plans and
+    /// stores.
+    async fn optimistically(
         &self,
         writes: &[Write],
         prints: &[Option<Vec<u8>>],
-    ) -> Result<Option<Vec<Result<Written, StoreError>>>, sqlx::Error> {
-        let mut tx = self.0.begin().await?;
-        let lasts = tx.lock_logs(&batch::log_ids(writes)).await?;
+    ) -> Result<Vec<Result<Written, StoreError>>, sqlx::Error> {
+        let ids = batch::log_ids(writes, false);
         let keys = batch::keys(writes);
-        let key_rows = if keys.is_empty() {
-            Vec::new()
+        let read = if ids.is_empty() && keys.is_empty() {
+            Read::default()
         } else {
-            tx.read_keys(&keys).await?
+            self.0.read(&ids, &keys).await?
         };
-        let mut found = Found {
-            lasts: lasts
-                .into_iter()
-                .map(|(id, last)| (id.into(), last as u64))
-                .collect(),
-            keys: key_rows.into_iter().collect(),
-            taken: HashSet::new(),
-        };
-        let mut plan = batch::plan(writes, prints, &found);
-        if !plan.rows.create_log.is_empty() {
-            let created: HashSet<Uuid> = tx.insert_logs(&plan.rows).await?.into_iter().collect();
-            if created.len() < plan.rows.create_log.len() {
-                found.taken = plan
-                    .rows
-                    .create_log
-                    .iter()
-                    .filter(|id| !created.contains(id))
-                    .map(|&id| id.into())
-                    .collect();
-                // The re-plan creates a subset of the logs just inserted.
-                plan = batch::plan(writes, prints, &found);
-            }
-        }
+        let plan = batch::plan(writes, prints, &found(read));
         let base = if plan.rows.event_log.is_empty() {
             0
         } else {
-            match tx.store_rows(&plan.rows).await? {
-                Some(base) => base,
-                None => return Ok(None),
-            }
+            self.0.store(&plan.rows).await?
         };
-        tx.commit().await?;
-        Ok(Some(plan.outcomes(base)))
+        Ok(plan.outcomes(base))
     }
 
-    /// A keyed create that found its log taken may have raced a twin of
-    /// itself in another process: once that committed, answer as a retry.
-    async fn recheck_keys(
+    /// Reads every log and key the batch names, plans and stores, holding
+    /// the write lock throughout.
+    async fn exclusively(
         &self,
         writes: &[Write],
         prints: &[Option<Vec<u8>>],
-        outcomes: &mut [Result<Written, StoreError>],
-    ) {
-        for ((write, print), outcome) in writes.iter().zip(prints).zip(outcomes.iter_mut()) {
-            if !batch::needs_key_recheck(write, outcome) {
-                continue;
-            }
-            let (Some(key), Some(print)) = (&write.idempotency_key, print) else {
-                continue;
-            };
-            if let Ok(Some(row)) = self.0.key_row(key).await {
-                *outcome = earlier_outcome(&row, print).map(Written::Replayed);
-            }
-        }
+    ) -> Result<Vec<Result<Written, StoreError>>, sqlx::Error> {
+        let mut tx = self.0.exclusive().await?;
+        let read = tx
+            .read(&batch::log_ids(writes, true), &batch::keys(writes))
+            .await?;
+        let plan = batch::plan(writes, prints, &found(read));
+        let base = if plan.rows.event_log.is_empty() {
+            0
+        } else {
+            tx.store(&plan.rows).await?
+        };
+        tx.commit().await?;
+        Ok(plan.outcomes(base))
     }
+}
+
+fn found((lasts, keys): Read) -> Found {
+    Found {
+        lasts: lasts
+            .into_iter()
+            .map(|(id, last)| (id.into(), last as u64))
+            .collect(),
+        keys: keys.into_iter().collect(),
+    }
+}
+
+/// Whether a write failed because another process stored a colliding row
+/// after the batch was read.
+fn raced(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
 }
 
 /// What an earlier request with `write`'s idempotency key recorded; see

@@ -9,9 +9,9 @@
 //! here, at the storage boundary, and pass the same behavioural test suite.
 //!
 //! Writes go through one group-commit queue per store (`group_commit`):
-//! whatever is queued when a writer becomes free is executed as one
-//! transaction (`batch` plans it; each store only supplies its SQL), and
-//! every request gets its own outcome. Every stored event gets a `position`,
+//! whatever is queued when the writer becomes free is read, planned
+//! (`batch`) and stored as one atomic write (`execute`; each store only
+//! supplies its SQL), and every request gets its own outcome. Every stored event gets a `position`,
 //! unique in the database, gap-free and increasing in commit order.
 //!
 //! The same databases hold the reducer registry's versions and activations,

@@ -1,27 +1,28 @@
 //! The production event store on PostgreSQL.
 //!
-//! Writes are group-committed: one transaction per batch of queued writes.
-//! It locks the rows of the logs it names (`FOR UPDATE`, in id order) and
-//! reads their `last_index` — the log's end is kept on its row, so a waiter
-//! reads it fresh once the lock is granted — reads the idempotency keys,
-//! inserts new logs, then stores every event, log end and key in one
-//! statement that also takes the batch's range of global positions from the
-//! `event_positions` row. That row's lock is held to commit, so positions
-//! become visible in increasing order across every host process, with no
-//! gaps. The primary key `(log_id, idx)` still backs the indexes. Every
-//! query names its logs by `log_id` (the key lookup and the position
+//! Writes are group-committed, two round trips per batch of queued writes
+//! and no explicit transaction: one statement reads the `last_index` of the
+//! logs the batch appends to (a log's end is kept on its row) and its
+//! idempotency keys; a second, committed on its own, takes the batch's range
+//! of global positions from the `event_positions` row and stores every new
+//! log, event, log end and key. The counter row's lock is held to commit,
+//! so positions become visible in increasing order across every host
+//! process, with no gaps. A row that another process stored between the two
+//! statements makes the second fail on its primary key; the batch is then
+//! run again in a transaction that locks the counter row before reading. The primary key `(log_id, idx)` still backs the indexes.
+//! Every query names its logs by `log_id` (the key lookup and the position
 //! counter excepted).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgExecutor, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::batch::Rows;
-use super::execute::{self, BatchTx, Dialect, Executor};
+use super::execute::{self, Dialect, Exclusive, Executor, Read};
 use super::group_commit::GroupCommit;
 use super::write::{EventRow, KeyRow, stored_events, unavailable};
 use super::{EventStore, LogInfo, StoreError, StoredEvent, Write, Written};
@@ -82,10 +83,22 @@ impl PostgresStore {
 
 #[async_trait]
 impl Dialect for Pg {
-    type Tx = PgBatch;
+    type Exclusive = PgExclusive;
 
-    async fn begin(&self) -> Result<PgBatch, sqlx::Error> {
-        Ok(PgBatch(self.pool.begin().await?))
+    async fn read(&self, ids: &[Uuid], keys: &[&str]) -> Result<Read, sqlx::Error> {
+        read(&self.pool, ids, keys).await
+    }
+
+    async fn store(&self, rows: &Rows<'_>) -> Result<u64, sqlx::Error> {
+        store_rows(&self.pool, rows).await
+    }
+
+    async fn exclusive(&self) -> Result<PgExclusive, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT last FROM event_positions FOR UPDATE")
+            .execute(&mut *tx)
+            .await?;
+        Ok(PgExclusive(tx))
     }
 
     async fn key_row(&self, key: &str) -> Result<Option<KeyRow>, sqlx::Error> {
@@ -103,51 +116,17 @@ impl Dialect for Pg {
     }
 }
 
-/// A batch's transaction on PostgreSQL.
-struct PgBatch(Transaction<'static, Postgres>);
+/// A transaction holding the position counter's row lock.
+struct PgExclusive(Transaction<'static, Postgres>);
 
 #[async_trait]
-impl BatchTx for PgBatch {
-    async fn lock_logs(&mut self, ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT log_id, last_index FROM logs WHERE log_id = ANY($1) ORDER BY log_id FOR UPDATE",
-        )
-        .bind(ids)
-        .fetch_all(&mut *self.0)
-        .await
+impl Exclusive for PgExclusive {
+    async fn read(&mut self, ids: &[Uuid], keys: &[&str]) -> Result<Read, sqlx::Error> {
+        read(&mut *self.0, ids, keys).await
     }
 
-    async fn read_keys(&mut self, keys: &[&str]) -> Result<Vec<(String, KeyRow)>, sqlx::Error> {
-        let rows: Vec<(String, Vec<u8>, Uuid, i64, i64, i64)> = sqlx::query_as(
-            "SELECT idempotency_key, fingerprint, log_id, first_index, last_index, first_position
-             FROM idempotency_keys WHERE idempotency_key = ANY($1)",
-        )
-        .bind(keys)
-        .fetch_all(&mut *self.0)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(key, print, log, first, last, position)| {
-                (key, (print, log, first, last, position))
-            })
-            .collect())
-    }
-
-    async fn insert_logs(&mut self, rows: &Rows<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
-        sqlx::query_scalar(
-            "INSERT INTO logs (log_id, reducer, created_at)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[])
-             ON CONFLICT DO NOTHING RETURNING log_id",
-        )
-        .bind(&rows.create_log)
-        .bind(&rows.create_reducer)
-        .bind(&rows.create_at)
-        .fetch_all(&mut *self.0)
-        .await
-    }
-
-    async fn store_rows(&mut self, rows: &Rows<'_>) -> Result<Option<u64>, sqlx::Error> {
-        store_rows(&mut self.0, rows).await
+    async fn store(&mut self, rows: &Rows<'_>) -> Result<u64, sqlx::Error> {
+        store_rows(&mut *self.0, rows).await
     }
 
     async fn commit(self) -> Result<(), sqlx::Error> {
@@ -155,36 +134,82 @@ impl BatchTx for PgBatch {
     }
 }
 
-/// Stores a planned batch's events, log ends and keys in one statement,
-/// taking its range of positions. Returns the position before the first
-/// event, or `None` if a key had been stored meanwhile by another process.
-async fn store_rows(
-    tx: &mut Transaction<'static, Postgres>,
-    rows: &Rows<'_>,
-) -> Result<Option<u64>, sqlx::Error> {
-    let (base, keys_stored): (i64, i64) = sqlx::query_as(
+/// The last index of the existing logs among `ids` and the stored keys
+/// among `keys`, in one statement, so one snapshot: logs and keys written
+/// together are seen together.
+async fn read(on: impl PgExecutor<'_>, ids: &[Uuid], keys: &[&str]) -> Result<Read, sqlx::Error> {
+    type Row = (
+        Uuid,
+        i64,
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT log_id, last_index, NULL, NULL, NULL, NULL
+         FROM logs WHERE log_id = ANY($1)
+         UNION ALL
+         SELECT log_id, last_index, idempotency_key, fingerprint, first_index, first_position
+         FROM idempotency_keys WHERE idempotency_key = ANY($2)",
+    )
+    .bind(ids)
+    .bind(keys)
+    .fetch_all(on)
+    .await?;
+    let mut lasts = Vec::with_capacity(ids.len());
+    let mut key_rows = Vec::with_capacity(keys.len());
+    for (log_id, last, key, print, first, position) in rows {
+        match (key, print, first, position) {
+            (Some(key), Some(print), Some(first), Some(position)) => {
+                key_rows.push((key, (print, log_id, first, last, position)));
+            }
+            _ => lasts.push((log_id, last)),
+        }
+    }
+    Ok((lasts, key_rows))
+}
+
+/// Stores a planned batch in one statement, committed on its own: the
+/// range of positions, the new logs, the events, the ends of the existing
+/// logs and the keys. The counter row is updated first, so batches of
+/// every process queue on it in one order and hold it to commit: positions
+/// become visible in increasing order. An event at an index another
+/// process filled since the read, a log or key it stored, fails the
+/// statement on a unique key and stores nothing.
+async fn store_rows(on: impl PgExecutor<'_>, rows: &Rows<'_>) -> Result<u64, sqlx::Error> {
+    let base: i64 = sqlx::query_scalar(
         "WITH range AS (
              UPDATE event_positions SET last = last + $1 RETURNING last - $1 AS base
+         ), created AS (
+             INSERT INTO logs (log_id, reducer, created_at, last_index, last_position)
+             SELECT c.log_id, c.reducer, c.created_at, c.last_index, range.base + c.ordinal
+             FROM UNNEST($2::uuid[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+                  AS c(log_id, reducer, created_at, last_index, ordinal), range
          ), stored_events AS (
              INSERT INTO events (log_id, idx, position, recorded_at, payload)
              SELECT e.log_id, e.idx, range.base + e.ordinal, e.recorded_at, e.payload::json
-             FROM UNNEST($2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
+             FROM UNNEST($7::uuid[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[])
                   AS e(log_id, idx, ordinal, recorded_at, payload), range
          ), ends AS (
              UPDATE logs SET last_index = u.last_index, last_position = range.base + u.ordinal
-             FROM UNNEST($7::uuid[], $8::bigint[], $9::bigint[]) AS u(log_id, last_index, ordinal), range
+             FROM UNNEST($12::uuid[], $13::bigint[], $14::bigint[]) AS u(log_id, last_index, ordinal), range
              WHERE logs.log_id = u.log_id
          ), keys AS (
              INSERT INTO idempotency_keys
                  (idempotency_key, fingerprint, log_id, first_index, last_index, first_position)
              SELECT k.key, k.print, k.log_id, k.first_index, k.last_index, range.base + k.ordinal
-             FROM UNNEST($10::text[], $11::bytea[], $12::uuid[], $13::bigint[], $14::bigint[], $15::bigint[])
+             FROM UNNEST($15::text[], $16::bytea[], $17::uuid[], $18::bigint[], $19::bigint[], $20::bigint[])
                   AS k(key, print, log_id, first_index, last_index, ordinal), range
-             ON CONFLICT DO NOTHING RETURNING 1
          )
-         SELECT range.base, (SELECT count(*) FROM keys) FROM range",
+         SELECT base FROM range",
     )
     .bind(rows.events())
+    .bind(&rows.create_log)
+    .bind(&rows.create_reducer)
+    .bind(&rows.create_at)
+    .bind(&rows.create_last_index)
+    .bind(&rows.create_last_ordinal)
     .bind(&rows.event_log)
     .bind(&rows.event_index)
     .bind(&rows.event_ordinal)
@@ -199,9 +224,9 @@ async fn store_rows(
     .bind(&rows.key_first_index)
     .bind(&rows.key_last_index)
     .bind(&rows.key_first_ordinal)
-    .fetch_one(&mut **tx)
+    .fetch_one(on)
     .await?;
-    Ok((keys_stored as usize == rows.key.len()).then_some(base as u64))
+    Ok(base as u64)
 }
 
 /// A failure that running the batch again resolves: a deadlock or a

@@ -1,12 +1,13 @@
 //! The embedded event store on SQLite: the default when no database is
 //! configured, so a newcomer runs eventlogs with nothing installed.
 //!
-//! Writes are group-committed by one writer per process: each batch is one
-//! transaction that takes SQLite's write lock at its start
-//! (`BEGIN IMMEDIATE`), so its reads and inserts cannot interleave with
-//! another writer's, and concurrent requests queue in the process instead
-//! of spinning on the busy timeout. Positions come from the single
-//! `event_positions` row under that lock. The primary key `(log_id, idx)`
+//! Writes are group-committed by one writer per process: each batch is read
+//! in one read transaction, then stored in one transaction that takes
+//! SQLite's write lock at its start (`BEGIN IMMEDIATE`), so concurrent
+//! requests queue in the process instead of spinning on the busy timeout.
+//! A row another process stored between the two fails the store on its
+//! primary key, and the batch is read again. Positions come from the single
+//! `event_positions` row under the write lock. The primary key `(log_id, idx)`
 //! still backs the indexes.
 
 use std::str::FromStr;
@@ -21,7 +22,7 @@ use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::batch::Rows;
-use super::execute::{self, BatchTx, Dialect, Executor};
+use super::execute::{self, Dialect, Exclusive, Executor, Read};
 use super::group_commit::GroupCommit;
 use super::write::{EventRow, KeyRow, stored_events, unavailable};
 use super::{EventStore, LogInfo, StoreError, StoredEvent, Write, Written};
@@ -79,10 +80,28 @@ const KEY_ROW: &str = "SELECT fingerprint, log_id, first_index, last_index, firs
 
 #[async_trait]
 impl Dialect for Lite {
-    type Tx = LiteBatch;
+    type Exclusive = LiteExclusive;
 
-    async fn begin(&self) -> Result<LiteBatch, sqlx::Error> {
-        Ok(LiteBatch(self.pool.begin_with("BEGIN IMMEDIATE").await?))
+    async fn read(&self, ids: &[Uuid], keys: &[&str]) -> Result<Read, sqlx::Error> {
+        // One read transaction, so one snapshot: logs and keys written
+        // together are seen together.
+        let mut tx = self.pool.begin().await?;
+        let read = read(&mut tx, ids, keys).await?;
+        tx.commit().await?;
+        Ok(read)
+    }
+
+    async fn store(&self, rows: &Rows<'_>) -> Result<u64, sqlx::Error> {
+        let mut tx = self.exclusive().await?;
+        let base = tx.store(rows).await?;
+        tx.commit().await?;
+        Ok(base)
+    }
+
+    async fn exclusive(&self) -> Result<LiteExclusive, sqlx::Error> {
+        Ok(LiteExclusive(
+            self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        ))
     }
 
     async fn key_row(&self, key: &str) -> Result<Option<KeyRow>, sqlx::Error> {
@@ -101,107 +120,114 @@ impl Dialect for Lite {
     }
 }
 
-/// A batch's transaction on SQLite, holding the write lock.
-struct LiteBatch(Transaction<'static, Sqlite>);
+/// A transaction holding SQLite's write lock (`BEGIN IMMEDIATE`).
+struct LiteExclusive(Transaction<'static, Sqlite>);
 
 #[async_trait]
-impl BatchTx for LiteBatch {
-    async fn lock_logs(&mut self, ids: &[Uuid]) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
-        let mut lasts = Vec::with_capacity(ids.len());
-        for &id in ids {
-            let last: Option<i64> =
-                sqlx::query_scalar("SELECT last_index FROM logs WHERE log_id = ?")
-                    .bind(id)
-                    .fetch_optional(&mut *self.0)
-                    .await?;
-            lasts.extend(last.map(|last| (id, last)));
-        }
-        Ok(lasts)
+impl Exclusive for LiteExclusive {
+    async fn read(&mut self, ids: &[Uuid], keys: &[&str]) -> Result<Read, sqlx::Error> {
+        read(&mut self.0, ids, keys).await
     }
 
-    async fn read_keys(&mut self, keys: &[&str]) -> Result<Vec<(String, KeyRow)>, sqlx::Error> {
-        let mut rows = Vec::new();
-        for &key in keys {
-            let row: Option<KeyRow> = sqlx::query_as(KEY_ROW)
-                .bind(key)
-                .fetch_optional(&mut *self.0)
-                .await?;
-            rows.extend(row.map(|row| (key.to_owned(), row)));
-        }
-        Ok(rows)
-    }
-
-    async fn insert_logs(&mut self, rows: &Rows<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
-        let mut created = Vec::new();
-        for ((&id, reducer), at) in rows
-            .create_log
-            .iter()
-            .zip(&rows.create_reducer)
-            .zip(&rows.create_at)
-        {
-            let inserted = sqlx::query(
-                "INSERT INTO logs (log_id, reducer, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(reducer)
-            .bind(at)
-            .execute(&mut *self.0)
-            .await?;
-            if inserted.rows_affected() == 1 {
-                created.push(id);
-            }
-        }
-        Ok(created)
-    }
-
-    async fn store_rows(&mut self, rows: &Rows<'_>) -> Result<Option<u64>, sqlx::Error> {
-        let tx = &mut *self.0;
-        let base: i64 =
-            sqlx::query_scalar("UPDATE event_positions SET last = last + ?1 RETURNING last - ?1")
-                .bind(rows.events())
-                .fetch_one(&mut *tx)
-                .await?;
-        for i in 0..rows.event_log.len() {
-            sqlx::query(
-                "INSERT INTO events (log_id, idx, position, recorded_at, payload) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(rows.event_log[i])
-            .bind(rows.event_index[i])
-            .bind(base + rows.event_ordinal[i])
-            .bind(rows.event_recorded_at[i])
-            .bind(rows.event_payload[i])
-            .execute(&mut *tx)
-            .await?;
-        }
-        for i in 0..rows.log_id.len() {
-            sqlx::query("UPDATE logs SET last_index = ?, last_position = ? WHERE log_id = ?")
-                .bind(rows.log_last_index[i])
-                .bind(base + rows.log_last_ordinal[i])
-                .bind(rows.log_id[i])
-                .execute(&mut *tx)
-                .await?;
-        }
-        for i in 0..rows.key.len() {
-            sqlx::query(
-                "INSERT INTO idempotency_keys
-                     (idempotency_key, fingerprint, log_id, first_index, last_index, first_position)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(rows.key[i])
-            .bind(&rows.key_print[i])
-            .bind(rows.key_log[i])
-            .bind(rows.key_first_index[i])
-            .bind(rows.key_last_index[i])
-            .bind(base + rows.key_first_ordinal[i])
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(Some(base as u64))
+    async fn store(&mut self, rows: &Rows<'_>) -> Result<u64, sqlx::Error> {
+        store_rows(&mut self.0, rows).await
     }
 
     async fn commit(self) -> Result<(), sqlx::Error> {
         self.0.commit().await
     }
+}
+
+/// The last index of the existing logs among `ids` and the stored keys
+/// among `keys`, a statement per row (SQLite runs in this process, so that
+/// costs microseconds).
+async fn read(
+    tx: &mut Transaction<'static, Sqlite>,
+    ids: &[Uuid],
+    keys: &[&str],
+) -> Result<Read, sqlx::Error> {
+    let mut lasts = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let last: Option<i64> = sqlx::query_scalar("SELECT last_index FROM logs WHERE log_id = ?")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        lasts.extend(last.map(|last| (id, last)));
+    }
+    let mut rows = Vec::new();
+    for &key in keys {
+        let row: Option<KeyRow> = sqlx::query_as(KEY_ROW)
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+        rows.extend(row.map(|row| (key.to_owned(), row)));
+    }
+    Ok((lasts, rows))
+}
+
+/// Stores a planned batch under the write lock, a statement per row: the
+/// range of positions, the new logs, the events, the ends of the existing
+/// logs and the keys. A row that collides with one stored since the read
+/// fails on its primary key.
+async fn store_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &Rows<'_>,
+) -> Result<u64, sqlx::Error> {
+    let tx = &mut **tx;
+    let base: i64 =
+        sqlx::query_scalar("UPDATE event_positions SET last = last + ?1 RETURNING last - ?1")
+            .bind(rows.events())
+            .fetch_one(&mut *tx)
+            .await?;
+    for i in 0..rows.create_log.len() {
+        sqlx::query(
+            "INSERT INTO logs (log_id, reducer, created_at, last_index, last_position)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(rows.create_log[i])
+        .bind(rows.create_reducer[i])
+        .bind(rows.create_at[i])
+        .bind(rows.create_last_index[i])
+        .bind(base + rows.create_last_ordinal[i])
+        .execute(&mut *tx)
+        .await?;
+    }
+    for i in 0..rows.event_log.len() {
+        sqlx::query(
+            "INSERT INTO events (log_id, idx, position, recorded_at, payload) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(rows.event_log[i])
+        .bind(rows.event_index[i])
+        .bind(base + rows.event_ordinal[i])
+        .bind(rows.event_recorded_at[i])
+        .bind(rows.event_payload[i])
+        .execute(&mut *tx)
+        .await?;
+    }
+    for i in 0..rows.log_id.len() {
+        sqlx::query("UPDATE logs SET last_index = ?, last_position = ? WHERE log_id = ?")
+            .bind(rows.log_last_index[i])
+            .bind(base + rows.log_last_ordinal[i])
+            .bind(rows.log_id[i])
+            .execute(&mut *tx)
+            .await?;
+    }
+    for i in 0..rows.key.len() {
+        sqlx::query(
+            "INSERT INTO idempotency_keys
+                 (idempotency_key, fingerprint, log_id, first_index, last_index, first_position)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(rows.key[i])
+        .bind(&rows.key_print[i])
+        .bind(rows.key_log[i])
+        .bind(rows.key_first_index[i])
+        .bind(rows.key_last_index[i])
+        .bind(base + rows.key_first_ordinal[i])
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(base as u64)
 }
 
 #[async_trait]
