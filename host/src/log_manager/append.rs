@@ -10,13 +10,14 @@
 //! conflict. A refused or undecodable event stores nothing. Reducers that
 //! declare they do not validate skip the fold.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::fold::{AtEnd, Start};
 use super::{LogError, LogManager, blocking};
 use crate::LogId;
 use crate::cache::CacheKey;
-use crate::runtime::{EventBatch, Folded, Reducer};
+use crate::runtime::{EventBatch, Folded, Reducer, ReducerError};
 use crate::store::{Events, StoreError, Write, Written};
 
 /// How long an append without `If-Match` keeps re-validating after losing
@@ -91,16 +92,14 @@ impl LogManager {
         }
         let name = self.binding(request.log_id).await?;
         let active = self.registry.resolve_active(&name).await?;
-        let unvalidated = || {
-            Write::append(
+        if !active.validates() {
+            let write = Write::append(
                 request.log_id,
                 request.expected_last_index,
                 request.events.clone(),
             )
-            .with_key(request.idempotency_key)
-        };
-        if !active.validates() {
-            return Ok(self.store.write(unvalidated()).await?);
+            .with_key(request.idempotency_key);
+            return Ok(self.store.write(write).await?);
         }
         let key = cache_key(&name, &active, request.log_id);
         // Appends without If-Match take turns on their log in this process,
@@ -116,44 +115,24 @@ impl LogManager {
         // events after it.
         let mut start = Start::Presumed;
         loop {
-            let at_end = self
-                .fold_to_end(&active, &key, request.log_id, start)
-                .await?;
-            let end = at_end
-                .through_index
-                .ok_or(StoreError::LogNotFound(request.log_id))?;
-            if let Some(expected) = request.expected_last_index
-                && expected != end
-            {
-                // An end read only from the cache is confirmed first: an
-                // entry beyond the log's end (a restored database) is not
-                // this log's.
-                if start == Start::Presumed || (at_end.from_cache && at_end.events_folded == 0) {
-                    let stored_end = self.store.log(request.log_id).await?.last_index;
-                    if stored_end != end {
-                        start = Start::Cached {
-                            end: Some(stored_end),
-                        };
-                        continue;
-                    }
-                }
-                // Nothing can be stored at `expected` (a log never
-                // shrinks, and one beyond the end would leave a gap), but
-                // a retry of a request that was stored is still a replay.
-                return match self.store.earlier(&unvalidated()).await? {
-                    Some(earlier) => Ok(earlier),
-                    None => Err(StoreError::ConcurrentAppend {
-                        current_last_index: end,
-                    }
-                    .into()),
-                };
-            }
-            let write = Write::append(request.log_id, Some(end), request.events.clone())
-                .with_key(request.idempotency_key);
-            let folded = match self.validate(at_end, &write).await {
-                Ok(folded) => folded,
-                Err(refused) => return self.refused(&write, refused).await,
+            let checked = match start {
+                Start::Presumed => self.check_on_cache(&active, &key, &request).await,
+                _ => None,
             };
+            let checked = match checked {
+                Some(checked) => checked,
+                None => self.check(&active, &key, &request, start).await?,
+            };
+            let (write, folded) = match checked {
+                Checked::Valid(write, folded) => (write, folded),
+                Checked::Refused(write, refusal) => return self.refused(&write, refusal).await,
+                Checked::Again(next) => {
+                    start = next;
+                    continue;
+                }
+                Checked::Answer(answer) => return answer,
+            };
+            let end = write.expected_last_index().unwrap_or_default();
             match self.store.write(write).await {
                 Ok(Written::Stored(appended)) => {
                     // Before answering, and still in this log's turn: the
@@ -191,17 +170,108 @@ impl LogManager {
         }
     }
 
+    /// The common case in one call on a blocking thread: resume the cached
+    /// aggregate, taking it as the log's end, and fold the new events into
+    /// it. `None` (check the long way) without a cached entry, or when it
+    /// does not end where the request expects.
+    async fn check_on_cache(
+        &self,
+        active: &Reducer,
+        key: &CacheKey,
+        request: &Append<'_>,
+    ) -> Option<Checked> {
+        let cached = self.cached(key, None).await?;
+        let end = cached.through_index;
+        if request
+            .expected_last_index
+            .is_some_and(|expected| expected != end)
+        {
+            return None;
+        }
+        let write = Write::append(request.log_id, Some(end), request.events.clone())
+            .with_key(request.idempotency_key);
+        let batch = match event_batch(end + 1, &write) {
+            Ok(batch) => batch,
+            Err(error) => return Some(Checked::Answer(Err(error))),
+        };
+        let reducer = active.clone();
+        let state = cached.aggregate.into_bytes();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut fold = reducer.resume(&state).map_err(Unusable)?;
+            Ok(fold.apply(&batch).and_then(|()| fold.finish()))
+        })
+        .await
+        .expect("reducer thread panicked");
+        Some(match outcome {
+            Ok(Ok(folded)) => Checked::Valid(write, folded),
+            Ok(Err(refusal)) => Checked::Refused(write, refusal.into()),
+            Err(Unusable(error)) => {
+                // The entry decodes as an entry but not as this reducer's
+                // state: the cache cannot fail a request.
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, log_id = %request.log_id, "cached aggregate unusable; folding from the start");
+                Checked::Again(Start::Empty)
+            }
+        })
+    }
+
+    /// Validates the request against the log's end as folded from `start`.
+    async fn check(
+        &self,
+        active: &Reducer,
+        key: &CacheKey,
+        request: &Append<'_>,
+        start: Start,
+    ) -> Result<Checked, LogError> {
+        let at_end = self.fold_to_end(active, key, request.log_id, start).await?;
+        let end = at_end
+            .through_index
+            .ok_or(StoreError::LogNotFound(request.log_id))?;
+        if let Some(expected) = request.expected_last_index
+            && expected != end
+        {
+            // An end read only from the cache is confirmed first: an entry
+            // beyond the log's end (a restored database) is not this log's.
+            if start == Start::Presumed || (at_end.from_cache && at_end.events_folded == 0) {
+                let stored_end = self.store.log(request.log_id).await?.last_index;
+                if stored_end != end {
+                    return Ok(Checked::Again(Start::Cached {
+                        end: Some(stored_end),
+                    }));
+                }
+            }
+            // Nothing can be stored at `expected` (a log never shrinks, and
+            // one beyond the end would leave a gap), but a retry of a
+            // request that was stored is still a replay.
+            let unvalidated = Write::append(
+                request.log_id,
+                request.expected_last_index,
+                request.events.clone(),
+            )
+            .with_key(request.idempotency_key);
+            return Ok(Checked::Answer(
+                match self.store.earlier(&unvalidated).await? {
+                    Some(earlier) => Ok(earlier),
+                    None => Err(StoreError::ConcurrentAppend {
+                        current_last_index: end,
+                    }
+                    .into()),
+                },
+            ));
+        }
+        let write = Write::append(request.log_id, Some(end), request.events.clone())
+            .with_key(request.idempotency_key);
+        Ok(match self.validate(at_end, &write).await {
+            Ok(folded) => Checked::Valid(write, folded),
+            Err(refusal) => Checked::Refused(write, refusal),
+        })
+    }
+
     /// Folds the write's events into the aggregate at the log's end, as the
     /// store will record them; the aggregate after them, or the reducer's
     /// refusal.
     async fn validate(&self, at_end: AtEnd, write: &Write) -> Result<Folded, LogError> {
-        let first = at_end.through_index.map_or(0, |t| t + 1);
-        let mut batch = EventBatch::with_capacity(write.events.len(), 0);
-        for (index, event) in (first..).zip(write.events.iter()) {
-            batch
-                .push(index, write.recorded_at, event.as_str().as_bytes())
-                .map_err(|e| StoreError::Unstorable(e.to_string()))?;
-        }
+        let batch = event_batch(at_end.through_index.map_or(0, |t| t + 1), write)?;
         let mut fold = at_end.fold;
         blocking(move || {
             fold.apply(&batch)?;
@@ -221,6 +291,32 @@ impl LogManager {
         }
         Err(refusal)
     }
+}
+
+/// A validated append's next step.
+enum Checked {
+    /// Valid: store it, and cache the aggregate after it.
+    Valid(Write, Folded),
+    /// The reducer refused it.
+    Refused(Write, LogError),
+    /// Check again from there.
+    Again(Start),
+    /// Answered without storing (a stale expectation, a replay).
+    Answer(Result<Written, LogError>),
+}
+
+/// A cached aggregate the reducer could not resume.
+struct Unusable(ReducerError);
+
+/// The write's events as the reducer sees them, the first at `first`.
+fn event_batch(first: u64, write: &Write) -> Result<EventBatch, LogError> {
+    let mut batch = EventBatch::with_capacity(write.events.len(), 0);
+    for (index, event) in (first..).zip(write.events.iter()) {
+        batch
+            .push(index, write.recorded_at, event.as_str().as_bytes())
+            .map_err(|e| StoreError::Unstorable(e.to_string()))?;
+    }
+    Ok(batch)
 }
 
 fn cache_key(name: &str, reducer: &Reducer, log_id: LogId) -> CacheKey {
