@@ -124,6 +124,13 @@ async fn main() {
         "mean requests per batch",
         sum / count.max(1.0),
     ));
+    report.push(Figure::plain(
+        "mean time to store a batch (ms)",
+        batch_stat("eventlogs_write_batch_seconds_sum") * 1000.0
+            / batch_stat("eventlogs_write_batch_seconds_count").max(1.0),
+        "batches",
+        batch_stat("eventlogs_write_batch_seconds_count"),
+    ));
     if std::env::var_os("BENCH_APPENDS_ONLY").is_some() {
         daemon.stop();
         report.print();

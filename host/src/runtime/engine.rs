@@ -1,7 +1,7 @@
 //! The wasmtime set-up shared by every reducer: one engine, one linker.
 
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::epoch::Ticker;
 use super::error::RuntimeError;
@@ -36,6 +36,25 @@ impl Shared {
     }
 }
 
+/// How much of a memory slot stays resident between instances when only
+/// its dirty pages are reset: a Rust reducer's shadow stack (1 MiB), data
+/// and a working heap.
+const KEEP_RESIDENT_SCANNED: usize = 4 << 20;
+
+/// Whether the kernel has the PAGEMAP_SCAN ioctl (Linux 6.7 and later).
+fn pagemap_scan_supported() -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (Some(major), Some(minor)) = (numbers.next(), numbers.next()) else {
+        return false;
+    };
+    (major, minor) >= (6, 7)
+}
+
 fn config(limits: &Limits) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(limits.max_instances)
@@ -43,9 +62,20 @@ fn config(limits: &Limits) -> Config {
         .total_memories(limits.max_instances.saturating_mul(2))
         .total_tables(limits.max_instances.saturating_mul(4))
         .max_memory_size(limits.memory_bytes)
-        // Keep a little of each memory slot mapped so a new fold does not
-        // page-fault its way through the first pages again.
-        .linear_memory_keep_resident(64 << 10);
+        // A slot is reset for its next instance without returning its pages
+        // to the kernel: `madvise` makes every core flush its TLB and the
+        // next instance page-fault its stack and heap in again, which cost
+        // more than the reducer call itself. With PAGEMAP_SCAN only the
+        // pages the last instance dirtied are copied back, so a large
+        // window is cheap; without it the window is `memset` whole, so it
+        // stays small.
+        .linear_memory_keep_resident(if pagemap_scan_supported() {
+            KEEP_RESIDENT_SCANNED
+        } else {
+            64 << 10
+        })
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto);
 
     let mut config = Config::new();
     config

@@ -10,6 +10,7 @@
 //! commit passes the position counter in turn, so it only made batches
 //! smaller.)
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -42,6 +43,33 @@ impl GroupCommit {
     pub(crate) fn start(writer: Arc<dyn BatchWriter>, max_batch: usize) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
         tokio::spawn(run(writer, jobs, max_batch.max(1)));
+        Self { queue }
+    }
+
+    /// Starts the writer on a thread of its own, with its own tokio
+    /// runtime, on which `make_writer` builds the writer (and so opens its
+    /// database connections). A busy daemon's request tasks then never
+    /// delay the writer noticing that the database answered: every batch
+    /// waits on that, and every queued request waits on the batch.
+    pub(crate) fn start_on_own_thread<F, W>(make_writer: F, max_batch: usize) -> Self
+    where
+        F: FnOnce() -> W + Send + 'static,
+        W: Future<Output = Arc<dyn BatchWriter>>,
+    {
+        let (queue, jobs) = mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the store writer");
+        std::thread::Builder::new()
+            .name("eventlogs-writer".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let writer = make_writer().await;
+                    run(writer, jobs, max_batch.max(1)).await;
+                });
+            })
+            .expect("spawn the store writer thread");
         Self { queue }
     }
 
@@ -79,7 +107,10 @@ async fn run(
         let (writes, replies): (Vec<Write>, Vec<_>) =
             batch.drain(..).map(|job| (job.write, job.reply)).unzip();
         metrics::histogram!("eventlogs_write_batch_size").record(writes.len() as f64);
+        let started = std::time::Instant::now();
         let outcomes = writer.write_batch(&writes).await;
+        metrics::histogram!("eventlogs_write_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
         debug_assert_eq!(outcomes.len(), replies.len());
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             let _ = reply.send(outcome);

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::batch::Rows;
 use super::execute::{self, Dialect, Exclusive, Executor, Read};
-use super::group_commit::GroupCommit;
+use super::group_commit::{BatchWriter, GroupCommit};
 use super::write::{EventRow, KeyRow, stored_events, unavailable};
 use super::{EventStore, LogInfo, StoreError, StoredEvent, Write, Written};
 use crate::LogId;
@@ -70,8 +70,19 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        let writer = Arc::new(Executor(Pg { pool: pool.clone() }));
-        let commits = GroupCommit::start(writer, MAX_BATCH);
+        let options = (*pool.connect_options()).clone();
+        let commits = GroupCommit::start_on_own_thread(
+            move || async move {
+                // The writer runs one statement at a time; a second
+                // connection stands by for when the first breaks.
+                let pool = PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(3))
+                    .connect_lazy_with(options);
+                Arc::new(Executor(Pg { pool })) as Arc<dyn BatchWriter>
+            },
+            MAX_BATCH,
+        );
         Ok(Self { pool, commits })
     }
 
