@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::http::auth::{Scope, Token};
+use crate::http::server::ServerLimits;
 use crate::runtime::Limits;
 
 /// `eventlogs serve` settings.
@@ -101,6 +102,31 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTLOGS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// Connections open at once; more wait in the listen backlog until one
+    /// closes. Keep it under the process's file-descriptor limit, leaving
+    /// room for the database pool and Redis.
+    #[arg(long, env = "EVENTLOGS_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// API requests handled at once; more are answered 503 `overloaded`
+    /// with `Retry-After` (probes are not counted).
+    #[arg(long, env = "EVENTLOGS_MAX_IN_FLIGHT", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: u32,
+
+    /// Seconds a client has to send a request's headers; also how long a
+    /// connection may sit idle between requests.
+    #[arg(long, env = "EVENTLOGS_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a graceful shutdown (SIGTERM) waits for open requests before
+    /// closing their connections.
+    #[arg(long, env = "EVENTLOGS_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_timeout_secs: u64,
+
     /// Largest `limit` of an events page.
     #[arg(long, env = "EVENTLOGS_PAGE_LIMIT_MAX", default_value_t = 1000)]
     pub page_limit_max: u32,
@@ -138,6 +164,15 @@ impl ServeConfig {
             component_bytes: self.reducer_component_bytes,
             max_instances: self.reducer_instances,
             ..Limits::default()
+        }
+    }
+
+    /// How the HTTP server accepts, keeps and closes connections.
+    pub fn server_limits(&self) -> ServerLimits {
+        ServerLimits {
+            max_connections: self.max_connections as usize,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::cache::redis::RedisCache;
 use crate::cache::{CacheError, ReductionCache};
 use crate::config::ServeConfig;
 use crate::http::auth::Tokens;
-use crate::http::{self, AppState, RouterOptions};
+use crate::http::{self, AppState, RouterOptions, server};
 use crate::log_manager::{DeployOptions, LogError, LogManager, LogManagerOptions};
 use crate::registry::{Registry, RegistryError};
 use crate::runtime::{Runtime, RuntimeError};
@@ -112,6 +112,7 @@ impl Daemon {
                 component_limit: config.reducer_component_bytes,
                 request_timeout: Duration::from_secs(config.request_timeout_secs),
                 tokens: Tokens::new(&config.tokens),
+                max_in_flight: config.max_in_flight as usize,
             },
         );
         let listener =
@@ -126,18 +127,20 @@ impl Daemon {
             source,
         })?;
         let (shutdown, stop) = oneshot::channel::<()>();
+        let limits = config.server_limits();
         let served = tokio::spawn(async move {
             let _watch = watch;
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stop.await;
-                })
+            let stop = async {
+                let _ = stop.await;
+            };
+            server::serve(listener, router, limits, stop).await;
+            // Cache writes are an optimisation: they get the same deadline.
+            if tokio::time::timeout(limits.shutdown_timeout, manager.flush_cache_writes())
                 .await
-                .map_err(|source| DaemonError::Io {
-                    context: "serving".into(),
-                    source,
-                })?;
-            manager.flush_cache_writes().await;
+                .is_err()
+            {
+                tracing::warn!("cache writes still pending at the shutdown deadline; dropped");
+            }
             Ok(())
         });
         tracing::info!(address = %local_addr, "listening");
@@ -154,7 +157,8 @@ impl Daemon {
     }
 
     /// Stops accepting connections, lets in-flight requests and pending
-    /// cache writes finish, and returns.
+    /// cache writes finish (each within the shutdown deadline, after which
+    /// connections still open are closed), and returns.
     pub async fn shutdown(self) -> Result<(), DaemonError> {
         let _ = self.shutdown.send(());
         self.served.await.map_err(|e| DaemonError::Io {

@@ -121,7 +121,7 @@ pub async fn authorize(State(tokens): State<Tokens>, request: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_secret);
     match presented.and_then(|secret| tokens.find(secret.trim())) {
         None => Problem::unauthorized().into_response(),
         Some(token) if !token.allows(needed) => Problem::forbidden(needed).into_response(),
@@ -129,9 +129,27 @@ pub async fn authorize(State(tokens): State<Tokens>, request: Request, next: Nex
     }
 }
 
+/// The secret of an `Authorization: Bearer SECRET` value. The scheme name
+/// is case-insensitive (RFC 9110 §11.1), and any run of spaces may follow it.
+fn bearer_secret(value: &str) -> Option<&str> {
+    let (scheme, secret) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| secret.trim_start_matches(' '))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret"] {
+            assert_eq!(bearer_secret(value), Some("s3cret"), "{value}");
+        }
+        assert_eq!(bearer_secret("Basic s3cret"), None);
+        assert_eq!(bearer_secret("Bearers3cret"), None);
+    }
 
     #[test]
     fn scopes_follow_method_and_route() {

@@ -96,6 +96,17 @@ impl Problem {
         )
     }
 
+    /// More requests are in flight than the daemon takes at once; retry
+    /// shortly.
+    pub fn overloaded(limit: usize) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Overloaded",
+            format!("{limit} requests are already in flight; retry shortly"),
+        )
+    }
+
     /// A bug or an unexpected failure: logged with `error`, never echoed.
     pub fn internal(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");

@@ -14,6 +14,8 @@ mod logs;
 mod metrics;
 mod probes;
 mod reducers;
+pub mod server;
+mod shed;
 
 use std::time::Duration;
 
@@ -63,6 +65,9 @@ pub struct RouterOptions {
     pub request_timeout: Duration,
     /// Who may do what.
     pub tokens: Tokens,
+    /// API requests handled at once; more are answered 503 `overloaded`
+    /// at once (probes are not counted).
+    pub max_in_flight: usize,
 }
 
 #[derive(OpenApi)]
@@ -101,6 +106,10 @@ fn routes(options: &RouterOptions) -> (Router<AppState>, utoipa::openapi::OpenAp
         .route_layer(middleware::from_fn_with_state(
             options.tokens.clone(),
             auth::authorize,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            shed::InFlight::new(options.max_in_flight),
+            shed::shed_load,
         ));
     let public = OpenApiRouter::new()
         .routes(routes!(probes::healthz))
@@ -138,7 +147,25 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
             tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(drop_unfit_request_id))
         .with_state(state)
+}
+
+/// Drops a client's `x-request-id` that is not 1 to 64 characters of
+/// `[A-Za-z0-9._-]`, so that one is generated instead: the id is echoed and
+/// written into every log line of the request.
+async fn drop_unfit_request_id(mut request: Request) -> Request {
+    let fit = request.headers().get(REQUEST_ID).is_none_or(|id| {
+        let id = id.as_bytes();
+        (1..=64).contains(&id.len())
+            && id
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    });
+    if !fit {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
 }
 
 /// Layers (body limit, timeout) and axum itself (wrong method, extractor

@@ -157,20 +157,21 @@ impl FailureKind {
         }
     }
 
-    /// Translates the reducer's own typed error.
+    /// Translates the reducer's own typed error, its text cut to
+    /// [`MAX_MESSAGE_BYTES`].
     pub(crate) fn reported(error: wit::ReducerError) -> Self {
         match error {
             wit::ReducerError::UndecodableEvent(e) => Self::UndecodableEvent {
                 index: e.index,
-                message: e.message,
+                message: bounded(e.message),
             },
             wit::ReducerError::RejectedEvent(e) => Self::RejectedEvent {
                 index: e.index,
-                message: e.message,
+                message: bounded(e.message),
             },
-            wit::ReducerError::UndecodableState(m) => Self::UndecodableState(m),
-            wit::ReducerError::UnserializableState(m) => Self::UnserializableState(m),
-            wit::ReducerError::InvalidBatch(m) => Self::InvalidBatch(m),
+            wit::ReducerError::UndecodableState(m) => Self::UndecodableState(bounded(m)),
+            wit::ReducerError::UnserializableState(m) => Self::UnserializableState(bounded(m)),
+            wit::ReducerError::InvalidBatch(m) => Self::InvalidBatch(bounded(m)),
         }
     }
 
@@ -190,16 +191,36 @@ impl FailureKind {
         }
         let output = sandbox.output();
         if let Some(at) = output.find("panicked at") {
-            return Self::Panic(panic_message(&output[at..]));
+            return Self::Panic(bounded(panic_message(&output[at..])));
         }
         if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
             return Self::Trap(format!("exited with status {}", exit.0));
         }
-        Self::Trap(match error.downcast_ref::<Trap>() {
+        Self::Trap(bounded(match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
             None => format!("{error:#}"),
-        })
+        }))
     }
+}
+
+/// The most bytes of text a reducer or the WebAssembly engine contributes to
+/// one error: it reaches clients and log lines.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `text` cut to at most [`MAX_MESSAGE_BYTES`] (on a character boundary),
+/// saying how much was cut.
+pub(crate) fn bounded(mut text: String) -> String {
+    if text.len() <= MAX_MESSAGE_BYTES {
+        return text;
+    }
+    let total = text.len();
+    let mut end = MAX_MESSAGE_BYTES - 40;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!("… ({} more bytes)", total - end));
+    text
 }
 
 /// Rust prints `panicked at FILE:LINE:COL:\nMESSAGE`; keep the message and
@@ -217,7 +238,23 @@ fn panic_message(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::panic_message;
+    use super::*;
+
+    #[test]
+    fn reducer_text_is_cut_to_a_kibibyte() {
+        let long = "é".repeat(10_000);
+        let kind = FailureKind::reported(wit::ReducerError::RejectedEvent(wit::EventError {
+            index: 3,
+            message: long.clone(),
+        }));
+        let FailureKind::RejectedEvent { message, .. } = kind else {
+            panic!("{kind:?}")
+        };
+        assert!(message.len() <= MAX_MESSAGE_BYTES, "{}", message.len());
+        assert!(message.ends_with("more bytes)"), "{message}");
+        assert!(long.starts_with(message.split('…').next().unwrap()));
+        assert_eq!(bounded("short".into()), "short");
+    }
 
     #[test]
     fn panic_message_keeps_message_and_location() {

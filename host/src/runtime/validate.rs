@@ -7,7 +7,7 @@ use wasmtime::component::Component;
 
 use super::bindings::ReducerComponentPre;
 use super::engine::Shared;
-use super::error::InvalidComponent;
+use super::error::{InvalidComponent, bounded};
 use super::reducer::Reducer;
 use crate::Version;
 
@@ -41,7 +41,7 @@ pub(crate) fn load(shared: &Arc<Shared>, bytes: &[u8]) -> Result<Reducer, Invali
         });
     }
     let component = Component::new(&shared.engine, bytes)
-        .map_err(|e| InvalidComponent::NotAComponent(format!("{e:#}")))?;
+        .map_err(|e| InvalidComponent::NotAComponent(bounded(format!("{e:#}"))))?;
     let disallowed: Vec<String> = component
         .component_type()
         .imports(&shared.engine)
@@ -55,9 +55,9 @@ pub(crate) fn load(shared: &Arc<Shared>, bytes: &[u8]) -> Result<Reducer, Invali
     let instance_pre = shared
         .linker
         .instantiate_pre(&component)
-        .map_err(|e| InvalidComponent::WrongWorld(format!("{e:#}")))?;
+        .map_err(|e| InvalidComponent::WrongWorld(bounded(format!("{e:#}"))))?;
     let pre = ReducerComponentPre::new(instance_pre)
-        .map_err(|e| InvalidComponent::WrongWorld(format!("{e:#}")))?;
+        .map_err(|e| InvalidComponent::WrongWorld(bounded(format!("{e:#}"))))?;
     let mut reducer = Reducer::new(Version::of(bytes), pre, shared.clone());
     reducer
         .learn_validates()

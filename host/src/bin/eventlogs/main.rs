@@ -3,6 +3,8 @@
 
 mod client;
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use eventlogs_host::config::{LogFormat, ServeConfig};
@@ -39,8 +41,10 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_env("EVENTLOGS_LOG").unwrap_or_else(|_| "info".into());
     // Logs go to stderr; stdout carries only the "listening on" line.
+    // Colours only for a person at a terminal, never into a file.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => logs.init(),
