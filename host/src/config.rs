@@ -49,7 +49,8 @@ pub struct ServeConfig {
     pub cache_min_events: u64,
 
     /// Connections in the PostgreSQL pool.
-    #[arg(long, env = "EVENTLOGS_DATABASE_POOL", default_value_t = 32)]
+    #[arg(long, env = "EVENTLOGS_DATABASE_POOL", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub database_pool: u32,
 
     /// How many of a reducer name's most recently appended logs a deploy
@@ -66,23 +67,29 @@ pub struct ServeConfig {
     pub deploy_replay_budget_ms: u64,
 
     /// Events read from the store and folded per reducer call.
-    #[arg(long, env = "EVENTLOGS_FOLD_BATCH", default_value_t = 1000)]
+    #[arg(long, env = "EVENTLOGS_FOLD_BATCH", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub fold_batch: u32,
 
     /// Wall-clock limit of one reducer call, in milliseconds.
-    #[arg(long, env = "EVENTLOGS_REDUCER_TIMEOUT_MS", default_value_t = 1000)]
+    #[arg(long, env = "EVENTLOGS_REDUCER_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub reducer_timeout_ms: u64,
 
     /// Linear memory one reducer instance may use, in bytes.
-    #[arg(long, env = "EVENTLOGS_REDUCER_MEMORY_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "EVENTLOGS_REDUCER_MEMORY_BYTES", default_value_t = 64 << 20,
+          value_parser = usize_in(64 << 10, 4 << 30))]
     pub reducer_memory_bytes: usize,
 
-    /// WebAssembly stack one reducer call may use, in bytes.
-    #[arg(long, env = "EVENTLOGS_REDUCER_STACK_BYTES", default_value_t = 512 << 10)]
+    /// WebAssembly stack one reducer call may use, in bytes (at most 1 MiB:
+    /// it runs on a host thread whose own stack is 2 MiB).
+    #[arg(long, env = "EVENTLOGS_REDUCER_STACK_BYTES", default_value_t = 512 << 10,
+          value_parser = usize_in(16 << 10, 1 << 20))]
     pub reducer_stack_bytes: usize,
 
     /// Largest aggregate a reducer may return, in bytes.
-    #[arg(long, env = "EVENTLOGS_REDUCER_OUTPUT_BYTES", default_value_t = 4 << 20)]
+    #[arg(long, env = "EVENTLOGS_REDUCER_OUTPUT_BYTES", default_value_t = 4 << 20,
+          value_parser = usize_in(1 << 10, 1 << 30))]
     pub reducer_output_bytes: usize,
 
     /// Largest reducer component accepted by a deploy, in bytes.
@@ -90,7 +97,8 @@ pub struct ServeConfig {
     pub reducer_component_bytes: usize,
 
     /// Reducer instances alive at once.
-    #[arg(long, env = "EVENTLOGS_REDUCER_INSTANCES", default_value_t = 256)]
+    #[arg(long, env = "EVENTLOGS_REDUCER_INSTANCES", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub reducer_instances: u32,
 
     /// Largest JSON request body, in bytes (deploys are bounded by
@@ -99,7 +107,8 @@ pub struct ServeConfig {
     pub body_limit_bytes: usize,
 
     /// Longest a request may take, in seconds.
-    #[arg(long, env = "EVENTLOGS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "EVENTLOGS_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
 
     /// Connections open at once; more wait in the listen backlog until one
@@ -128,7 +137,8 @@ pub struct ServeConfig {
     pub shutdown_timeout_secs: u64,
 
     /// Largest `limit` of an events page.
-    #[arg(long, env = "EVENTLOGS_PAGE_LIMIT_MAX", default_value_t = 1000)]
+    #[arg(long, env = "EVENTLOGS_PAGE_LIMIT_MAX", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub page_limit_max: u32,
 
     /// A bearer token and its scopes, as `SCOPES:SECRET` with SCOPES a
@@ -177,19 +187,37 @@ impl ServeConfig {
     }
 
     /// Settings for tests and embedding: every default, listening on
-    /// `listen`, storing in `database_url`.
+    /// `listen`, storing in `database_url`. The environment is not read.
     pub fn new(listen: SocketAddr, database_url: &str) -> Self {
-        use clap::Parser;
+        let mut config = Self::from_args(["eventlogs"]).expect("the defaults are valid");
+        config.listen = listen;
+        config.database_url = database_url.to_owned();
+        config
+    }
+
+    /// Settings from command-line arguments alone (the first is the
+    /// program name), ignoring every `EVENTLOGS_*` variable.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches, Parser};
         #[derive(Parser)]
         struct Wrapper {
             #[command(flatten)]
             config: ServeConfig,
         }
-        let mut config = Wrapper::parse_from(["eventlogs"]).config;
-        config.listen = listen;
-        config.database_url = database_url.to_owned();
-        config
+        let matches = Wrapper::command()
+            .mut_args(|arg| arg.env(None::<&'static str>))
+            .try_get_matches_from(args)?;
+        Ok(Wrapper::from_arg_matches(&matches)?.config)
     }
+}
+
+/// A parser of a byte count between `min` and `max`.
+fn usize_in(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min..=max)
 }
 
 /// How logs are written.
@@ -256,7 +284,51 @@ mod tests {
         let config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), "sqlite://x.db");
         assert!(config.redis_url.is_none());
         assert!(config.tokens.is_empty());
+        assert_eq!(config.fold_batch, 1000);
         assert_eq!(config.limits(), Limits::default());
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused_with_the_flag_named() {
+        for (flag, value) in [
+            ("--fold-batch", "0"),
+            ("--page-limit-max", "4294967295"),
+            ("--reducer-stack-bytes", "2097152"),
+            ("--reducer-instances", "0"),
+            ("--max-connections", "0"),
+            ("--request-timeout-secs", "0"),
+        ] {
+            let error = ServeConfig::from_args(["eventlogs", flag, value])
+                .err()
+                .unwrap_or_else(|| panic!("{flag} {value} was accepted"));
+            let text = error.to_string();
+            assert!(text.contains(flag) && text.contains(value), "{text}");
+        }
+        let fine = ServeConfig::from_args(["eventlogs", "--fold-batch", "1"]).unwrap();
+        assert_eq!(fine.fold_batch, 1);
+    }
+
+    /// `EVENTLOGS_*` in the shell that runs the tests changes nothing.
+    #[test]
+    fn test_settings_ignore_the_environment() {
+        let command = std::env::current_exe().unwrap();
+        let child = std::process::Command::new(command)
+            .args([
+                "--exact",
+                "config::tests::defaults_run_embedded_on_loopback",
+                "--nocapture",
+            ])
+            .env("EVENTLOGS_FOLD_BATCH", "7")
+            .env("EVENTLOGS_REDIS_URL", "redis://elsewhere/")
+            .env("EVENTLOGS_TOKENS", "read:0123456789abcdef0123")
+            .output()
+            .unwrap();
+        assert!(
+            child.status.success(),
+            "{}",
+            String::from_utf8_lossy(&child.stdout)
+        );
+        assert!(String::from_utf8_lossy(&child.stdout).contains("1 passed"));
     }
 
     #[test]
