@@ -92,7 +92,7 @@ async fn seed_payment_scenario(parts: Parts) {
     assert_eq!(amount(&last, "amount_refunded"), 6000);
     assert_eq!(amount(&last, "amount_outstanding"), 0);
     // A settled payment declines caching: the entry stays at index 2.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    m.flush_cache_writes().await;
     assert_eq!(
         parts.cache.get(&key).await.unwrap().unwrap().through_index,
         2
