@@ -277,3 +277,43 @@ async fn logs_off_a_terminal_are_plain() {
         assert!(value["level"].is_string(), "{line}");
     }
 }
+
+/// Without tokens only loopback `Host` values are served (a web page that
+/// rebinds its own name to 127.0.0.1 gets 421); with tokens any host is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_only_loopback_hosts_are_served() {
+    let open = TestDaemon::embedded().await;
+    let port = open.url.rsplit(':').next().unwrap().to_owned();
+    for host in ["localhost", "127.0.0.1", "[::1]", "api.localhost"] {
+        let response = open
+            .request(Method::GET, "/v1/reducers")
+            .header("host", format!("{host}:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{host}");
+    }
+    for host in ["evil.example", "127.0.0.1.nip.io"] {
+        let response = open
+            .request(Method::GET, "/v1/reducers")
+            .header("host", format!("{host}:{port}"))
+            .send()
+            .await
+            .unwrap();
+        let body = eventlogs_e2e::assert_problem(response, 421, "host-not-allowed").await;
+        assert_eq!(body["host"], host);
+    }
+
+    const SECRET: &str = "read-secret-0123456789";
+    let mut settings = config(&sqlite_database());
+    settings.tokens = vec![token(SECRET, "read")];
+    let guarded = TestDaemon::start(settings).await;
+    let response = guarded
+        .request(Method::GET, "/v1/reducers")
+        .header("host", "evil.example")
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

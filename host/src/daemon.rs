@@ -113,6 +113,7 @@ impl Daemon {
                 request_timeout: Duration::from_secs(config.request_timeout_secs),
                 tokens: Tokens::new(&config.tokens),
                 max_in_flight: config.max_in_flight as usize,
+                loopback_hosts_only: config.tokens.is_empty() && !config.allow_unauthenticated,
             },
         );
         let listener =

@@ -96,6 +96,19 @@ impl Problem {
         )
     }
 
+    /// The request named a host this daemon does not answer for (without
+    /// tokens, only loopback names and addresses).
+    pub fn misdirected(host: &str) -> Self {
+        Self::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host-not-allowed",
+            "Host not allowed",
+            "without tokens this daemon only answers requests for loopback hosts \
+             (localhost, 127.0.0.1, [::1]); configure --token to serve other names",
+        )
+        .with("host", host.chars().take(255).collect::<String>())
+    }
+
     /// More requests are in flight than the daemon takes at once; retry
     /// shortly.
     pub fn overloaded(limit: usize) -> Self {

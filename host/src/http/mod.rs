@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod error;
 mod extract;
+mod host_check;
 mod logs;
 mod metrics;
 mod probes;
@@ -68,6 +69,9 @@ pub struct RouterOptions {
     /// API requests handled at once; more are answered 503 `overloaded`
     /// at once (probes are not counted).
     pub max_in_flight: usize,
+    /// Answer only requests for loopback hosts (421 otherwise): the
+    /// DNS-rebinding guard of a daemon without tokens.
+    pub loopback_hosts_only: bool,
 }
 
 #[derive(OpenApi)]
@@ -125,7 +129,7 @@ fn routes(options: &RouterOptions) -> (Router<AppState>, utoipa::openapi::OpenAp
 pub fn router(state: AppState, options: &RouterOptions) -> Router {
     let (routes, api) = routes(options);
     let document = axum::Json(api);
-    routes
+    let router = routes
         .route(
             "/openapi.json",
             axum::routing::get(move || async move { document.clone() }),
@@ -148,7 +152,12 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(middleware::map_request(drop_unfit_request_id))
-        .with_state(state)
+        .with_state(state);
+    if options.loopback_hosts_only {
+        router.layer(middleware::from_fn(host_check::loopback_hosts_only))
+    } else {
+        router
+    }
 }
 
 /// Drops a client's `x-request-id` that is not 1 to 64 characters of
