@@ -317,3 +317,44 @@ async fn without_tokens_only_loopback_hosts_are_served() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// A request with more events than `--max-events-per-request` is refused
+/// with 400 `too-many-events` and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_too_many_events_are_refused() {
+    let mut settings = config(&sqlite_database());
+    settings.max_events_per_request = 3;
+    let daemon = TestDaemon::start(settings).await;
+    daemon
+        .deploy("counter", eventlogs_e2e::plugin("counter"))
+        .await;
+    let four = serde_json::json!([{}, {}, {}, {}]);
+    let refused = daemon
+        .post(
+            "/v1/logs",
+            serde_json::json!({"reducer": "counter", "events": four}),
+        )
+        .await;
+    let body = eventlogs_e2e::assert_problem(refused, 400, "too-many-events").await;
+    assert_eq!(body["limit"], 3);
+    let (status, created) = eventlogs_e2e::json(
+        daemon
+            .post(
+                "/v1/logs",
+                serde_json::json!({"reducer": "counter", "events": [{}, {}, {}]}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let log = created["log_id"].as_str().unwrap();
+    let refused = daemon
+        .post(
+            &format!("/v1/logs/{log}/events"),
+            serde_json::json!({"events": four}),
+        )
+        .await;
+    eventlogs_e2e::assert_problem(refused, 400, "too-many-events").await;
+    let (_, meta) = eventlogs_e2e::json(daemon.get(&format!("/v1/logs/{log}")).await).await;
+    assert_eq!(meta["last_index"], 2, "{meta}");
+}

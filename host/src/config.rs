@@ -136,6 +136,12 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout_secs: u64,
 
+    /// Most events one create or append may carry (more: 400
+    /// `too-many-events`).
+    #[arg(long, env = "EVENTLOGS_MAX_EVENTS_PER_REQUEST", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_events_per_request: u32,
+
     /// Largest `limit` of an events page.
     #[arg(long, env = "EVENTLOGS_PAGE_LIMIT_MAX", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]

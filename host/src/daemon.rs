@@ -104,6 +104,7 @@ impl Daemon {
             manager: manager.clone(),
             metrics,
             page_limit_max: config.page_limit_max,
+            max_events_per_request: config.max_events_per_request,
         };
         let router = http::router(
             state,

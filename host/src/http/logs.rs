@@ -151,7 +151,7 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<CreateLog>,
 ) -> Result<Response, Problem> {
-    let events = one_or_many(body.events, body.event)?;
+    let events = one_or_many(body.events, body.event, state.max_events_per_request)?;
     let key = idempotency_key(&headers)?;
     let log_id = body.log_id.as_deref().map(log_id).transpose()?;
     let outcome = state
@@ -185,7 +185,7 @@ pub async fn append(
     Json(body): Json<AppendEvents>,
 ) -> Result<Response, Problem> {
     let log_id = log_id(&id)?;
-    let events = one_or_many(body.events, body.event)?;
+    let events = one_or_many(body.events, body.event, state.max_events_per_request)?;
     let key = idempotency_key(&headers)?;
     let outcome = state
         .manager
@@ -315,11 +315,22 @@ fn aggregate_body(reduction: Reduction) -> Result<Aggregate, Problem> {
     })
 }
 
-/// `events` or `event`, exactly one of them, not empty, each storable.
+/// `events` or `event`, exactly one of them, not empty, at most `max`,
+/// each storable.
 fn one_or_many(
     events: Option<Vec<Box<RawValue>>>,
     event: Option<Box<RawValue>>,
+    max: u32,
 ) -> Result<Events, Problem> {
+    if let Some(events) = &events
+        && events.len() > max as usize
+    {
+        return Err(Problem::bad_request(
+            "too-many-events",
+            format!("{} events in one request; at most {max}", events.len()),
+        )
+        .with("limit", max));
+    }
     let raw = match (events, event) {
         (Some(events), None) if !events.is_empty() => events,
         (None, Some(event)) => vec![event],

@@ -53,6 +53,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Largest `limit` of an events page.
     pub page_limit_max: u32,
+    /// Most events one create or append may carry.
+    pub max_events_per_request: u32,
 }
 
 /// Limits and access control of a router.
