@@ -358,3 +358,30 @@ async fn requests_with_too_many_events_are_refused() {
     let (_, meta) = eventlogs_e2e::json(daemon.get(&format!("/v1/logs/{log}")).await).await;
     assert_eq!(meta["last_index"], 2, "{meta}");
 }
+
+/// Idempotency keys expire after `--idempotency-key-retention-secs`: a
+/// retry within it is a replay, after it a new request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_expire_after_their_retention() {
+    let mut settings = config(&sqlite_database());
+    settings.idempotency_key_retention_secs = 1;
+    let daemon = TestDaemon::start(settings).await;
+    daemon
+        .deploy("counter", eventlogs_e2e::plugin("counter"))
+        .await;
+    let create = || {
+        daemon
+            .request(Method::POST, "/v1/logs")
+            .header("idempotency-key", "create-once")
+            .json(&serde_json::json!({"reducer": "counter", "event": {}}))
+            .send()
+    };
+    let (_, first) = eventlogs_e2e::json(create().await.unwrap()).await;
+    let (_, replay) = eventlogs_e2e::json(create().await.unwrap()).await;
+    assert_eq!(replay["log_id"], first["log_id"], "{replay}");
+    // Retention 1 s, swept every 250 ms.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, fresh) = eventlogs_e2e::json(create().await.unwrap()).await;
+    assert_eq!(status, 201, "{fresh}");
+    assert_ne!(fresh["log_id"], first["log_id"], "a new log after expiry");
+}

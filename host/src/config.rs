@@ -136,6 +136,12 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout_secs: u64,
 
+    /// How long an idempotency key is kept, in seconds (default 7 days);
+    /// a retry after that is a new request.
+    #[arg(long, env = "EVENTLOGS_IDEMPOTENCY_KEY_RETENTION_SECS", default_value_t = 7 * 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 24 * 3600))]
+    pub idempotency_key_retention_secs: u64,
+
     /// Most events one create or append may carry (more: 400
     /// `too-many-events`).
     #[arg(long, env = "EVENTLOGS_MAX_EVENTS_PER_REQUEST", default_value_t = 1000,

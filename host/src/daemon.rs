@@ -130,8 +130,11 @@ impl Daemon {
         })?;
         let (shutdown, stop) = oneshot::channel::<()>();
         let limits = config.server_limits();
+        let sweep = manager
+            .sweep_keys_in_background(Duration::from_secs(config.idempotency_key_retention_secs));
         let served = tokio::spawn(async move {
             let _watch = watch;
+            let _sweep = AbortOnDrop(sweep);
             let stop = async {
                 let _ = stop.await;
             };
@@ -167,6 +170,15 @@ impl Daemon {
             context: "server task".into(),
             source: std::io::Error::other(e),
         })?
+    }
+}
+
+/// Stops a background task when the server stops.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -53,6 +53,7 @@ behaviours!(
     positions_are_gap_free_in_commit_order,
     payloads_come_back_byte_for_byte,
     bad_requests_store_nothing,
+    forgotten_keys_make_a_retry_a_new_request,
 );
 
 fn payment(n: i64) -> Value {
@@ -479,6 +480,32 @@ async fn two_postgres_pools_race_with_one_winner_per_index() {
         assert_eq!(winners, 1, "round {round}");
     }
     assert_eq!(stores[1].log(log_id).await.unwrap().last_index, 100);
+}
+
+/// Keys stored before the cutoff are deleted (and only those); a retry with
+/// a forgotten key is stored as a new request.
+async fn forgotten_keys_make_a_retry_a_new_request(store: Store) {
+    let log_id = create(&store, &[json!(0)]).await;
+    let keyed = || append(log_id, &[json!("once")], None, Some("retry-me"));
+    stored_now(store.write(keyed()).await);
+    assert!(matches!(
+        store.write(keyed()).await,
+        Ok(Written::Replayed(_))
+    ));
+    let long_ago = 1_000_000; // 1970: nothing is that old
+    assert_eq!(store.forget_keys(long_ago, 100).await.unwrap(), 0);
+    assert!(matches!(
+        store.write(keyed()).await,
+        Ok(Written::Replayed(_))
+    ));
+    let tomorrow = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        + 86_400_000_000) as i64;
+    assert_eq!(store.forget_keys(tomorrow, 100).await.unwrap(), 1);
+    let again = stored_now(store.write(keyed()).await);
+    assert_eq!(again.first_index, 2, "stored as a new request");
 }
 
 /// Two stores (two writers, as in two daemon processes) on one database.

@@ -16,6 +16,7 @@
 mod append;
 mod deploy;
 mod fold;
+mod key_retention;
 mod turns;
 
 use std::sync::Arc;

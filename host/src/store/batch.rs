@@ -56,6 +56,7 @@ pub(crate) struct Rows<'a> {
     pub(crate) key_first_index: Vec<i64>,
     pub(crate) key_last_index: Vec<i64>,
     pub(crate) key_first_ordinal: Vec<i64>,
+    pub(crate) key_stored_at: Vec<i64>,
 }
 
 impl Rows<'_> {
@@ -168,6 +169,7 @@ pub(crate) fn plan<'a>(
             rows.key_first_index.push(first_index as i64);
             rows.key_last_index.push(appended.last_index as i64);
             rows.key_first_ordinal.push(first_ordinal as i64);
+            rows.key_stored_at.push(write.recorded_at);
         }
         outcomes.push(Planned::Stored {
             appended,

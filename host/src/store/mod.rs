@@ -190,6 +190,11 @@ pub trait EventStore: Send + Sync {
     /// Up to `limit` logs bound to `reducer`, most recently appended first.
     async fn recent_logs(&self, reducer: &str, limit: u32) -> Result<Vec<LogId>, StoreError>;
 
+    /// Deletes up to `limit` idempotency keys stored before `stored_before`
+    /// (microseconds since the Unix epoch); returns how many. A retry with
+    /// a forgotten key is a new request.
+    async fn forget_keys(&self, stored_before: i64, limit: u32) -> Result<u64, StoreError>;
+
     /// Succeeds when the database answers and its migrations are applied
     /// (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -208,10 +208,10 @@ async fn store_rows(on: impl PgExecutor<'_>, rows: &Rows<'_>) -> Result<u64, sql
              WHERE logs.log_id = u.log_id
          ), keys AS (
              INSERT INTO idempotency_keys
-                 (idempotency_key, fingerprint, log_id, first_index, last_index, first_position)
-             SELECT k.key, k.print, k.log_id, k.first_index, k.last_index, range.base + k.ordinal
-             FROM UNNEST($15::text[], $16::bytea[], $17::uuid[], $18::bigint[], $19::bigint[], $20::bigint[])
-                  AS k(key, print, log_id, first_index, last_index, ordinal), range
+                 (idempotency_key, fingerprint, log_id, first_index, last_index, first_position, stored_at)
+             SELECT k.key, k.print, k.log_id, k.first_index, k.last_index, range.base + k.ordinal, k.stored_at
+             FROM UNNEST($15::text[], $16::bytea[], $17::uuid[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[])
+                  AS k(key, print, log_id, first_index, last_index, ordinal, stored_at), range
          )
          SELECT base FROM range",
     )
@@ -235,6 +235,7 @@ async fn store_rows(on: impl PgExecutor<'_>, rows: &Rows<'_>) -> Result<u64, sql
     .bind(&rows.key_first_index)
     .bind(&rows.key_last_index)
     .bind(&rows.key_first_ordinal)
+    .bind(&rows.key_stored_at)
     .fetch_one(on)
     .await?;
     Ok(base as u64)
@@ -320,6 +321,19 @@ impl EventStore for PostgresStore {
         .await
         .map_err(unavailable)?;
         Ok(ids.into_iter().map(LogId::from).collect())
+    }
+
+    async fn forget_keys(&self, stored_before: i64, limit: u32) -> Result<u64, StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE idempotency_key IN (
+                 SELECT idempotency_key FROM idempotency_keys WHERE stored_at < $1 LIMIT $2)",
+        )
+        .bind(stored_before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

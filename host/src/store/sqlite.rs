@@ -215,8 +215,8 @@ async fn store_rows(
     for i in 0..rows.key.len() {
         sqlx::query(
             "INSERT INTO idempotency_keys
-                 (idempotency_key, fingerprint, log_id, first_index, last_index, first_position)
-             VALUES (?, ?, ?, ?, ?, ?)",
+                 (idempotency_key, fingerprint, log_id, first_index, last_index, first_position, stored_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(rows.key[i])
         .bind(&rows.key_print[i])
@@ -224,6 +224,7 @@ async fn store_rows(
         .bind(rows.key_first_index[i])
         .bind(rows.key_last_index[i])
         .bind(base + rows.key_first_ordinal[i])
+        .bind(rows.key_stored_at[i])
         .execute(&mut *tx)
         .await?;
     }
@@ -301,6 +302,19 @@ impl EventStore for SqliteStore {
         .await
         .map_err(unavailable)?;
         Ok(ids.into_iter().map(LogId::from).collect())
+    }
+
+    async fn forget_keys(&self, stored_before: i64, limit: u32) -> Result<u64, StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE idempotency_key IN (
+                 SELECT idempotency_key FROM idempotency_keys WHERE stored_at < ? LIMIT ?)",
+        )
+        .bind(stored_before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
