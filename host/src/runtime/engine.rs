@@ -1,5 +1,6 @@
 //! The wasmtime set-up shared by every reducer: one engine, one linker.
 
+use super::sandbox::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -62,6 +63,9 @@ fn config(limits: &Limits) -> Config {
         .total_memories(limits.max_instances.saturating_mul(2))
         .total_tables(limits.max_instances.saturating_mul(4))
         .max_memory_size(limits.memory_bytes)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
+        .max_memories_per_component(MAX_MEMORIES as u32)
+        .max_tables_per_component(MAX_TABLES as u32)
         // A slot is reset for its next instance without returning its pages
         // to the kernel: `madvise` makes every core flush its TLB and the
         // next instance page-fault its stack and heap in again, which cost
