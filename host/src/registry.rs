@@ -78,7 +78,17 @@ pub struct Registry {
     runtime: Runtime,
     catalog: Arc<dyn ReducerCatalog>,
     names: RwLock<HashMap<String, Named>>,
+    /// One lock per version being compiled on demand, so concurrent
+    /// requests for it wait for one compilation.
+    flights: std::sync::Mutex<HashMap<(String, Version), Arc<tokio::sync::Mutex<()>>>>,
+    /// Bounds how many versions compile at once (each takes a core).
+    compile_slots: tokio::sync::Semaphore,
+    /// Versions compiled on demand so far.
+    compilations: std::sync::atomic::AtomicU64,
 }
+
+/// Versions compiled on demand at once, at most.
+const CONCURRENT_COMPILES: usize = 2;
 
 #[derive(Default)]
 struct Named {
@@ -98,6 +108,9 @@ impl Registry {
             runtime,
             catalog,
             names: RwLock::default(),
+            flights: std::sync::Mutex::default(),
+            compile_slots: tokio::sync::Semaphore::new(CONCURRENT_COMPILES),
+            compilations: std::sync::atomic::AtomicU64::new(0),
         });
         registry.sync().await?;
         Ok(registry)
@@ -191,11 +204,47 @@ impl Registry {
             .ok_or_else(|| RegistryError::ReducerNotFound(name.to_owned()))
     }
 
-    /// A stored version of `name`, compiled on first use.
+    /// A stored version of `name`, compiled on first use: once, however
+    /// many requests ask for it at the same time, and at most
+    /// two versions at a time.
     pub async fn version(&self, name: &str, version: Version) -> Result<Reducer, RegistryError> {
         if let Some(reducer) = self.compiled(name, version) {
             return Ok(reducer);
         }
+        let flight = self
+            .flights
+            .lock()
+            .expect("flights lock")
+            .entry((name.to_owned(), version))
+            .or_default()
+            .clone();
+        let _flight = flight.lock().await;
+        let outcome = self.compile_stored(name, version).await;
+        self.flights
+            .lock()
+            .expect("flights lock")
+            .remove(&(name.to_owned(), version));
+        outcome
+    }
+
+    /// How many stored versions this registry compiled (the active ones it
+    /// learns of included; deploys not).
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn compile_stored(&self, name: &str, version: Version) -> Result<Reducer, RegistryError> {
+        // Another request in this flight may have compiled it meanwhile.
+        if let Some(reducer) = self.compiled(name, version) {
+            return Ok(reducer);
+        }
+        let _slot = self
+            .compile_slots
+            .acquire()
+            .await
+            .expect("the compile semaphore is never closed");
+        self.compilations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let bytes = self
             .catalog
             .version_bytes(name, version)

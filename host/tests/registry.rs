@@ -206,7 +206,32 @@ macro_rules! on_both {
     };
 }
 
+/// 50 concurrent requests for a stored version this process has not
+/// compiled yet (what 50 `GET …/aggregate?version=` would ask) compile it
+/// once.
+async fn concurrent_requests_for_a_version_compile_it_once(db: Box<dyn Database>) {
+    let store = db.open().await;
+    let first = open_registry(&store).await;
+    let old = first.deploy("payment", plugin("payment")).await.unwrap();
+    first.deploy("payment", plugin("counter")).await.unwrap();
+    // A fresh process compiles only the active version at open.
+    let registry = open_registry(&store).await;
+    let version = old.version.version;
+    let before = registry.compilations();
+    let asks: Vec<_> = (0..50)
+        .map(|_| {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.version("payment", version).await })
+        })
+        .collect();
+    for ask in asks {
+        assert_eq!(ask.await.unwrap().unwrap().version(), version);
+    }
+    assert_eq!(registry.compilations() - before, 1);
+}
+
 on_both!(
+    concurrent_requests_for_a_version_compile_it_once,
     deploys_are_validated_immutable_and_idempotent,
     activations_reach_other_processes_within_a_second,
 );
