@@ -80,12 +80,15 @@ pub struct Registry {
     names: RwLock<HashMap<String, Named>>,
     /// One lock per version being compiled on demand, so concurrent
     /// requests for it wait for one compilation.
-    flights: std::sync::Mutex<HashMap<(String, Version), Arc<tokio::sync::Mutex<()>>>>,
+    flights: std::sync::Mutex<HashMap<(String, Version), Flight>>,
     /// Bounds how many versions compile at once (each takes a core).
     compile_slots: tokio::sync::Semaphore,
     /// Versions compiled on demand so far.
     compilations: std::sync::atomic::AtomicU64,
 }
+
+/// The lock that requests for one version being compiled wait on.
+type Flight = Arc<tokio::sync::Mutex<()>>;
 
 /// Versions compiled on demand at once, at most.
 const CONCURRENT_COMPILES: usize = 2;
