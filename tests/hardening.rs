@@ -64,6 +64,15 @@ async fn the_bearer_scheme_is_case_insensitive() {
     assert_eq!(response.status(), 401);
 }
 
+/// `eventlogs serve FLAGS` as a separate process on an SQLite file of its
+/// own.
+async fn spawn_embedded(flags: &[&str]) -> TestDaemon {
+    let database = sqlite_database();
+    let mut args = vec!["--database-url", &database];
+    args.extend_from_slice(flags);
+    TestDaemon::spawn(&args).await
+}
+
 /// Opens a connection that sends nothing, or only part of a request's
 /// headers.
 async fn stalled_connection(url: &str, half_sent: bool) -> tokio::net::TcpStream {
@@ -95,14 +104,7 @@ async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
 /// a normal client waiting, and the header-read timeout closes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_half_sent_connections_do_not_block_clients() {
-    let database = sqlite_database();
-    let daemon = TestDaemon::spawn(&[
-        "--database-url",
-        &database,
-        "--header-read-timeout-secs",
-        "2",
-    ])
-    .await;
+    let daemon = spawn_embedded(&["--header-read-timeout-secs", "2"]).await;
     let mut stalled = Vec::new();
     for i in 0..2000 {
         stalled.push(stalled_connection(&daemon.url, i % 2 == 1).await);
@@ -129,16 +131,8 @@ async fn idle_and_half_sent_connections_do_not_block_clients() {
 /// one closes, and are then served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_wait_for_a_free_slot() {
-    let database = sqlite_database();
-    let daemon = TestDaemon::spawn(&[
-        "--database-url",
-        &database,
-        "--max-connections",
-        "50",
-        "--header-read-timeout-secs",
-        "2",
-    ])
-    .await;
+    let daemon =
+        spawn_embedded(&["--max-connections", "50", "--header-read-timeout-secs", "2"]).await;
     let mut stalled = Vec::new();
     for _ in 0..50 {
         stalled.push(stalled_connection(&daemon.url, false).await);
@@ -158,10 +152,7 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
 /// daemon exits within its shutdown deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_stalled_connection_exits_within_the_deadline() {
-    let database = sqlite_database();
-    let daemon = TestDaemon::spawn(&[
-        "--database-url",
-        &database,
+    let daemon = spawn_embedded(&[
         "--header-read-timeout-secs",
         "600",
         "--shutdown-timeout-secs",
