@@ -230,6 +230,36 @@ async fn concurrent_requests_for_a_version_compile_it_once(db: Box<dyn Database>
     assert_eq!(registry.compilations() - before, 1);
 }
 
+/// A deploy whose trial run finds every instance slot busy is a retryable
+/// 503, not an invalid reducer; once a slot is free it deploys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_without_a_free_instance_slot_is_retryable() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&sqlite_database()).await.unwrap());
+    let catalog: Arc<dyn ReducerCatalog> = store.clone();
+    let registry = Registry::open(runtime(|l| l.max_instances = 2), catalog)
+        .await
+        .unwrap();
+    registry.deploy("counter", plugin("counter")).await.unwrap();
+    let counter = registry.active("counter").unwrap();
+    let held: Vec<_> = (0..2).map(|_| counter.start().unwrap()).collect();
+    let error = registry
+        .deploy("payment", plugin("payment"))
+        .await
+        .expect_err("no slot for the trial run");
+    assert!(
+        matches!(
+            &error,
+            RegistryError::Invalid(InvalidComponent::InitFailed(e))
+                if matches!(e.kind, eventlogs_host::runtime::FailureKind::Instantiation(_))
+        ),
+        "{error}"
+    );
+    let problem = eventlogs_host::http::error::Problem::from(error);
+    assert_eq!(problem.status().as_u16(), 503);
+    drop(held);
+    registry.deploy("payment", plugin("payment")).await.unwrap();
+}
+
 on_both!(
     concurrent_requests_for_a_version_compile_it_once,
     deploys_are_validated_immutable_and_idempotent,

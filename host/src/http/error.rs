@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::auth::Scope;
 use crate::log_manager::{DeployError, LogError};
 use crate::registry::RegistryError;
-use crate::runtime::{FailureKind, ReducerError};
+use crate::runtime::{FailureKind, InvalidComponent, ReducerError};
 use crate::store::StoreError;
 
 /// The media type of problem documents.
@@ -107,6 +107,16 @@ impl Problem {
              (localhost, 127.0.0.1, [::1]); configure --token to serve other names",
         )
         .with("host", host.chars().take(255).collect::<String>())
+    }
+
+    /// Every reducer instance slot is in use; retry shortly.
+    pub fn instances_busy() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            "every reducer instance is busy; retry shortly",
+        )
     }
 
     /// More requests are in flight than the daemon takes at once; retry
@@ -246,7 +256,7 @@ impl From<ReducerError> for Problem {
         let kind = error.kind.name();
         if matches!(error.kind, FailureKind::Instantiation(_)) {
             tracing::warn!(%error, "no reducer instance available");
-            return Self::unavailable();
+            return Self::instances_busy();
         }
         let mut problem = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -271,6 +281,15 @@ impl From<RegistryError> for Problem {
         match error {
             RegistryError::InvalidName(_) => {
                 Self::bad_request("invalid-reducer-name", error.to_string())
+            }
+            // The trial run found every instance slot busy: not the
+            // component's fault, and worth retrying.
+            RegistryError::Invalid(InvalidComponent::InitFailed(ReducerError {
+                kind: FailureKind::Instantiation(message),
+                ..
+            })) => {
+                tracing::warn!(error = %message, "no reducer instance free for a deploy's trial run");
+                Self::instances_busy()
             }
             RegistryError::Invalid(invalid) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

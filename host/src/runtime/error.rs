@@ -114,8 +114,8 @@ pub enum FailureKind {
     /// The reducer returned an aggregate that is not JSON.
     #[error("returned an aggregate that is not valid JSON: {0}")]
     InvalidOutput(String),
-    /// No instance could be created (for example, every instance slot is
-    /// busy).
+    /// No instance could be created because every instance slot is busy
+    /// (retryable: answered 503).
     #[error("cannot instantiate: {0}")]
     Instantiation(String),
     /// Any other trap (an invalid memory access, a division by zero, an

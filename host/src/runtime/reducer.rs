@@ -114,8 +114,14 @@ impl Reducer {
             Err(error) => {
                 let kind = if error.is::<wasmtime::Trap>() {
                     FailureKind::trapped(&error, store.data(), &self.shared.limits)
-                } else {
+                } else if error.is::<wasmtime::PoolConcurrencyLimitError>() {
                     FailureKind::Instantiation(format!("{error:#}"))
+                } else {
+                    // The component itself asks for more than a reducer may
+                    // have (memories, tables, core instances).
+                    FailureKind::Trap(super::error::bounded(format!(
+                        "cannot instantiate: {error:#}"
+                    )))
                 };
                 Err(ReducerError {
                     version: self.version,
