@@ -1,7 +1,10 @@
 //! Every error kind's status and problem type, and bad input that never
 //! yields a 5xx and loses nothing.
 
-use eventlogs_e2e::{TestDaemon, assert_problem, config, json, plugin, sqlite_database};
+use eventlogs_e2e::{
+    TestDaemon, assert_problem, config, json, plugin, plugin_path, postgres_database,
+    sqlite_database,
+};
 use reqwest::Method;
 use serde_json::json;
 
@@ -219,16 +222,34 @@ async fn error_kinds(daemon: TestDaemon) {
     daemon.stop().await;
 }
 
+/// A daemon in a process of its own, so the exact counts asserted in its
+/// `/metrics` are its own whatever runs the tests (the metrics recorder is
+/// process-wide, and `cargo test` runs a file's tests in one process).
+async fn own_process(database: &str, redis: bool) -> TestDaemon {
+    let payment = format!("payment={}", plugin_path("payment").display());
+    let prefix = format!("eventlogs-e2e-{}:", uuid::Uuid::now_v7());
+    let mut args = vec!["--database-url", database, "--deploy", &payment];
+    if redis {
+        args.extend([
+            "--redis-url",
+            "redis://127.0.0.1:6379/",
+            "--redis-prefix",
+            &prefix,
+        ]);
+    }
+    TestDaemon::spawn(&args).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_kinds_on_postgres_and_redis() {
-    if let Some(daemon) = TestDaemon::on_postgres_and_redis().await {
-        error_kinds(daemon).await;
+    if let Some(database) = postgres_database().await {
+        error_kinds(own_process(&database, true).await).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_kinds_embedded() {
-    error_kinds(TestDaemon::embedded().await).await;
+    error_kinds(own_process(&sqlite_database(), false).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
