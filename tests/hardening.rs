@@ -309,16 +309,26 @@ async fn without_tokens_only_loopback_hosts_are_served() {
     assert_eq!(response.status(), 200);
 }
 
+/// An embedded daemon in this process, with these settings changed and the
+/// counter reducer deployed.
+async fn embedded_with_counter(
+    adjust: impl FnOnce(&mut eventlogs_host::config::ServeConfig),
+) -> TestDaemon {
+    let mut settings = config(&sqlite_database());
+    adjust(&mut settings);
+    let daemon = TestDaemon::start(settings).await;
+    let deployed = daemon
+        .deploy("counter", eventlogs_e2e::plugin("counter"))
+        .await;
+    assert_eq!(deployed.status(), 201);
+    daemon
+}
+
 /// A request with more events than `--max-events-per-request` is refused
 /// with 400 `too-many-events` and stores nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_with_too_many_events_are_refused() {
-    let mut settings = config(&sqlite_database());
-    settings.max_events_per_request = 3;
-    let daemon = TestDaemon::start(settings).await;
-    daemon
-        .deploy("counter", eventlogs_e2e::plugin("counter"))
-        .await;
+    let daemon = embedded_with_counter(|s| s.max_events_per_request = 3).await;
     let four = serde_json::json!([{}, {}, {}, {}]);
     let refused = daemon
         .post(
@@ -354,12 +364,7 @@ async fn requests_with_too_many_events_are_refused() {
 /// retry within it is a replay, after it a new request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_expire_after_their_retention() {
-    let mut settings = config(&sqlite_database());
-    settings.idempotency_key_retention_secs = 1;
-    let daemon = TestDaemon::start(settings).await;
-    daemon
-        .deploy("counter", eventlogs_e2e::plugin("counter"))
-        .await;
+    let daemon = embedded_with_counter(|s| s.idempotency_key_retention_secs = 1).await;
     let create = || {
         daemon
             .request(Method::POST, "/v1/logs")

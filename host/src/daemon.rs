@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
@@ -134,7 +135,7 @@ impl Daemon {
             .sweep_keys_in_background(Duration::from_secs(config.idempotency_key_retention_secs));
         let served = tokio::spawn(async move {
             let _watch = watch;
-            let _sweep = AbortOnDrop(sweep);
+            let _sweep = AbortOnDropHandle::new(sweep);
             let stop = async {
                 let _ = stop.await;
             };
@@ -170,15 +171,6 @@ impl Daemon {
             context: "server task".into(),
             source: std::io::Error::other(e),
         })?
-    }
-}
-
-/// Stops a background task when the server stops.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::fold::{AtEnd, Start};
 use super::{LogError, LogManager, blocking};
 use crate::LogId;
-use crate::cache::CacheKey;
+use crate::cache::{CacheKey, CachedReduction};
 use crate::runtime::{EventBatch, Folded, Reducer, ReducerError};
 use crate::store::{Events, StoreError, Write, Written};
 
@@ -116,7 +116,11 @@ impl LogManager {
         let mut start = Start::Presumed;
         loop {
             let checked = match start {
-                Start::Presumed => self.check_on_cache(&active, &key, &request).await,
+                Start::Presumed => match self.cached(&key, None).await {
+                    Some(entry) => self.check_on_cache(&active, entry, &request).await,
+                    // No entry: the log is folded from the start.
+                    None => Some(Checked::Again(Start::Empty)),
+                },
                 _ => None,
             };
             let checked = match checked {
@@ -172,15 +176,14 @@ impl LogManager {
 
     /// The common case in one call on a blocking thread: resume the cached
     /// aggregate, taking it as the log's end, and fold the new events into
-    /// it. `None` (check the long way) without a cached entry, or when it
-    /// does not end where the request expects.
+    /// it. `None` (check the long way) when it does not end where the
+    /// request expects.
     async fn check_on_cache(
         &self,
         active: &Reducer,
-        key: &CacheKey,
+        cached: CachedReduction,
         request: &Append<'_>,
     ) -> Option<Checked> {
-        let cached = self.cached(key, None).await?;
         let end = cached.through_index;
         if request
             .expected_last_index
