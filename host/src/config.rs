@@ -76,6 +76,25 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub reducer_timeout_ms: u64,
 
+    /// How long one reducer call runs at normal CPU priority, in
+    /// milliseconds; past this it continues at the lowest, so calls that
+    /// run long give way to short ones.
+    #[arg(long, env = "EVENTLOGS_REDUCER_DEMOTE_AFTER_MS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub reducer_demote_after_ms: u64,
+
+    /// Most folds (reduces and append validations) one reducer name runs at
+    /// once; more wait for a turn.
+    #[arg(long, env = "EVENTLOGS_REDUCER_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub reducer_concurrency: u32,
+
+    /// How long a fold waits for its reducer's turn before the request is
+    /// refused with 503 `reducer-busy`, in milliseconds.
+    #[arg(long, env = "EVENTLOGS_REDUCER_QUEUE_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub reducer_queue_timeout_ms: u64,
+
     /// Linear memory one reducer instance may use, in bytes.
     #[arg(long, env = "EVENTLOGS_REDUCER_MEMORY_BYTES", default_value_t = 64 << 20,
           value_parser = usize_in(64 << 10, 4 << 30))]
@@ -180,6 +199,7 @@ impl ServeConfig {
     pub fn limits(&self) -> Limits {
         Limits {
             call_timeout: Duration::from_millis(self.reducer_timeout_ms),
+            demote_after: Duration::from_millis(self.reducer_demote_after_ms),
             memory_bytes: self.reducer_memory_bytes,
             wasm_stack_bytes: self.reducer_stack_bytes,
             output_bytes: self.reducer_output_bytes,

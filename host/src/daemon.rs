@@ -82,6 +82,8 @@ impl Daemon {
             cache_ttl: config.cache_ttl_secs.map(Duration::from_secs),
             deploy_sample_logs: config.deploy_sample_logs,
             deploy_replay_budget: Duration::from_millis(config.deploy_replay_budget_ms),
+            reducer_concurrency: config.reducer_concurrency as usize,
+            reducer_queue_timeout: Duration::from_millis(config.reducer_queue_timeout_ms),
         };
         let manager = LogManager::new(store, cache, registry, options);
         for deploy in &config.deploy {

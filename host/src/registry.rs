@@ -29,7 +29,7 @@ const FEED_RETRY: Duration = Duration::from_secs(1);
 const MAX_NAME_LEN: usize = 64;
 
 /// Why a registry operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     /// The name is not usable (it appears in URLs and cache keys).
     #[error(

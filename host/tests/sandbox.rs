@@ -176,3 +176,50 @@ fn exhausting_instance_slots_is_a_clear_error_and_recovers() {
     drop(held);
     still_serves(&rt);
 }
+
+/// A call on the runtime's threads that outlives `demote_after` continues
+/// at the lowest CPU priority, and is still stopped at its deadline; short
+/// calls keep their priority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_call_gives_way_and_still_stops_at_its_deadline() {
+    let timeout = Duration::from_millis(300);
+    let rt = runtime(|l| {
+        l.call_timeout = timeout;
+        l.demote_after = Duration::from_millis(20);
+    });
+    let nice = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+    let base = nice();
+    let counter = load(&rt, "counter");
+    for _ in 0..50 {
+        let counter = counter.clone();
+        let (json, priority) = rt
+            .run(move || {
+                let mut fold = counter.start().unwrap();
+                fold.apply(&batch(0, &one_event())).unwrap();
+                (fold.finish().unwrap().json, nice())
+            })
+            .await;
+        assert_eq!(json, r#"{"count":1}"#);
+        assert_eq!(priority, base);
+    }
+    assert_eq!(rt.demoted_calls(), 0, "a short call was demoted");
+
+    let spinner = load(&rt, "fixture_infinite_loop");
+    let started = Instant::now();
+    let (kind, priority) = rt.run(move || (fail(&spinner), nice())).await;
+    let elapsed = started.elapsed();
+    assert_eq!(kind, FailureKind::Timeout(timeout));
+    assert_eq!(priority, 19, "the long call kept its priority");
+    assert_eq!(rt.demoted_calls(), 1);
+    assert!(
+        elapsed >= timeout - Duration::from_millis(10),
+        "stopped early: {elapsed:?}"
+    );
+    assert!(
+        elapsed <= timeout + Duration::from_millis(60),
+        "stopped late: {elapsed:?}"
+    );
+    // The demoted thread took no further call.
+    let priority = rt.run(nice).await;
+    assert_eq!(priority, base);
+}

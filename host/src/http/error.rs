@@ -320,6 +320,13 @@ impl From<LogError> for Problem {
             LogError::Reducer(error) => error.into(),
             LogError::Registry(error) => error.into(),
             LogError::Deploy(error) => deploy_refused(&error),
+            LogError::ReducerBusy { reducer, limit } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "reducer-busy",
+                "Reducer busy",
+                format!("reducer {reducer:?} already runs {limit} folds at once; retry shortly"),
+            )
+            .with("reducer", reducer),
         }
     }
 }

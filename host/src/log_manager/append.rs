@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::fold::{AtEnd, Start};
-use super::{LogError, LogManager, blocking};
+use super::{LogError, LogManager};
 use crate::LogId;
 use crate::cache::{CacheKey, CachedReduction};
 use crate::runtime::{EventBatch, Folded, Reducer, ReducerError};
@@ -60,11 +60,13 @@ impl LogManager {
         if !active.validates() {
             return Ok(self.store.write(write).await?);
         }
-        let start = blocking({
-            let active = active.clone();
-            move || active.start()
-        })
-        .await?;
+        let turn = self.admission.enter(reducer).await?;
+        let start = self
+            .blocking({
+                let active = active.clone();
+                move || active.start()
+            })
+            .await?;
         let at_end = AtEnd {
             fold: start,
             through_index: None,
@@ -75,6 +77,7 @@ impl LogManager {
             Ok(folded) => folded,
             Err(refused) => return self.refused(&write, refused).await,
         };
+        drop(turn);
         let written = self.store.write(write).await?;
         if let Written::Stored(appended) = written {
             self.bindings.insert(appended.log_id, reducer.into());
@@ -105,7 +108,7 @@ impl LogManager {
         // Appends without If-Match take turns on their log in this process,
         // each validating against the end the previous one left; racers
         // with If-Match need no turn: the store lets one of them win.
-        let turn = match request.expected_last_index {
+        let log_turn = match request.expected_last_index {
             None => Some(self.turns.take(request.log_id).await),
             Some(_) => None,
         };
@@ -115,6 +118,7 @@ impl LogManager {
         // events after it.
         let mut start = Start::Presumed;
         loop {
+            let turn = self.admission.enter(&name).await?;
             let checked = match start {
                 Start::Presumed => match self.cached(&key, None).await {
                     Some(entry) => self.check_on_cache(&active, entry, &request).await,
@@ -127,6 +131,7 @@ impl LogManager {
                 Some(checked) => checked,
                 None => self.check(&active, &key, &request, start).await?,
             };
+            drop(turn);
             let (write, folded) = match checked {
                 Checked::Valid(write, folded) => (write, folded),
                 Checked::Refused(write, refusal) => return self.refused(&write, refusal).await,
@@ -142,7 +147,7 @@ impl LogManager {
                     // Before answering, and still in this log's turn: the
                     // next append and the next reduce fold nothing.
                     self.cache_now(&key, appended.last_index, &folded).await;
-                    drop(turn);
+                    drop(log_turn);
                     return Ok(Written::Stored(appended));
                 }
                 Err(StoreError::ConcurrentAppend { .. })
@@ -199,12 +204,14 @@ impl LogManager {
         };
         let reducer = active.clone();
         let state = cached.aggregate.into_bytes();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut fold = reducer.resume(&state).map_err(Unusable)?;
-            Ok(fold.apply(&batch).and_then(|()| fold.finish()))
-        })
-        .await
-        .expect("reducer thread panicked");
+        let outcome = self
+            .registry
+            .runtime()
+            .run(move || {
+                let mut fold = reducer.resume(&state).map_err(Unusable)?;
+                Ok(fold.apply(&batch).and_then(|()| fold.finish()))
+            })
+            .await;
         Some(match outcome {
             Ok(Ok(folded)) => Checked::Valid(write, folded),
             Ok(Err(refusal)) => Checked::Refused(write, refusal.into()),
@@ -276,7 +283,7 @@ impl LogManager {
     async fn validate(&self, at_end: AtEnd, write: &Write) -> Result<Folded, LogError> {
         let batch = event_batch(at_end.through_index.map_or(0, |t| t + 1), write)?;
         let mut fold = at_end.fold;
-        blocking(move || {
+        self.blocking(move || {
             fold.apply(&batch)?;
             fold.finish()
         })

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use super::fold::Start;
-use super::{LogError, LogManager, blocking};
+use super::{LogError, LogManager};
 use crate::LogId;
 use crate::Version;
 use crate::cache::CacheKey;
@@ -33,7 +33,7 @@ pub struct Deployment {
 }
 
 /// A deploy refused because the new version fails on existing logs.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("version {version} fails on {} of {replayed_logs} existing logs", failures.len())]
 pub struct DeployError {
     /// The refused version.
@@ -111,7 +111,7 @@ impl LogManager {
             {
                 Ok(at_end) => {
                     let fold = at_end.fold;
-                    blocking(move || fold.finish()).await.map(|_| ())
+                    self.blocking(move || fold.finish()).await.map(|_| ())
                 }
                 Err(error) => Err(error),
             };

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{LogError, LogManager, blocking};
+use super::{LogError, LogManager};
 use crate::LogId;
 use crate::cache::CacheKey;
 use crate::runtime::{EventBatch, Fold, Reducer};
@@ -56,7 +56,7 @@ impl LogManager {
             Some(cached) => {
                 let state = cached.aggregate.into_bytes();
                 let resuming = reducer.clone();
-                match blocking(move || resuming.resume(&state)).await {
+                match self.blocking(move || resuming.resume(&state)).await {
                     Ok(fold) => Some((fold, cached.through_index)),
                     Err(error) => {
                         // The entry decodes as an entry but not as this
@@ -74,7 +74,7 @@ impl LogManager {
             Some((fold, through)) => (fold, Some(through)),
             None => {
                 let starting = reducer.clone();
-                (blocking(move || starting.start()).await?, None)
+                (self.blocking(move || starting.start()).await?, None)
             }
         };
         if from_cache && start == Start::Presumed {
@@ -113,12 +113,14 @@ impl LogManager {
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             }
             let mut taken = fold.take().expect("fold present between batches");
-            let (returned, applied) = tokio::task::spawn_blocking(move || {
-                let applied = taken.apply(&batch);
-                (taken, applied.map(|()| batch))
-            })
-            .await
-            .expect("fold thread panicked");
+            let (returned, applied) = self
+                .registry
+                .runtime()
+                .run(move || {
+                    let applied = taken.apply(&batch);
+                    (taken, applied.map(|()| batch))
+                })
+                .await;
             fold = Some(returned);
             batch = applied?;
             if page.len() < self.options.batch_size as usize {

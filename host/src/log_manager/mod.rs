@@ -13,8 +13,10 @@
 //! start" — logged and counted, never a failure. `deploy` replays a sample
 //! of existing logs with a new version before activating it.
 
+mod admission;
 mod append;
 mod deploy;
+mod flights;
 mod fold;
 mod key_retention;
 mod turns;
@@ -29,11 +31,13 @@ use crate::LogId;
 use crate::cache::{CacheKey, CachedReduction, ReductionCache};
 use crate::clock::now_micros;
 use crate::registry::{Registry, RegistryError};
-use crate::runtime::{CachingPolicy, Folded, ReducerError, Version};
+use crate::runtime::{CachingPolicy, Folded, Reducer, ReducerError, Version};
 use crate::store::{EventStore, LogInfo, StoreError, StoredEvent};
 
+use admission::Admission;
 pub use append::Append;
 pub use deploy::{DeployError, DeployOptions, Deployment};
+use flights::Flights;
 use fold::Start;
 use turns::Turns;
 
@@ -50,6 +54,11 @@ pub struct LogManagerOptions {
     pub deploy_sample_logs: u32,
     /// How long a deploy may spend replaying them.
     pub deploy_replay_budget: Duration,
+    /// Most folds (reduces and validations) one reducer runs at once.
+    pub reducer_concurrency: usize,
+    /// How long a fold waits for its reducer's turn before it is refused
+    /// as busy.
+    pub reducer_queue_timeout: Duration,
 }
 
 impl Default for LogManagerOptions {
@@ -60,6 +69,8 @@ impl Default for LogManagerOptions {
             cache_ttl: None,
             deploy_sample_logs: 100,
             deploy_replay_budget: Duration::from_secs(2),
+            reducer_concurrency: 64,
+            reducer_queue_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -86,7 +97,7 @@ pub struct Reduction {
 }
 
 /// Why a log manager operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     /// The store refused or failed (includes concurrency and idempotency
     /// outcomes, and unknown logs).
@@ -108,6 +119,15 @@ pub enum LogError {
     /// A deploy was refused because the new version fails on existing logs.
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    /// The reducer already runs as many folds as it may, and no turn came
+    /// free within the queue timeout.
+    #[error("reducer {reducer:?} already runs {limit} folds; none finished in time")]
+    ReducerBusy {
+        /// The reducer name.
+        reducer: String,
+        /// Its concurrency limit.
+        limit: usize,
+    },
 }
 
 impl From<RegistryError> for LogError {
@@ -144,6 +164,8 @@ pub struct LogManager {
     counters: Arc<CacheCounters>,
     cache_writes: TaskTracker,
     turns: Arc<Turns>,
+    admission: Arc<Admission>,
+    flights: Arc<Flights>,
     /// The reducer name each log is bound to; a log's binding never
     /// changes, so entries never go stale.
     bindings: moka::sync::Cache<LogId, Arc<str>>,
@@ -163,6 +185,7 @@ impl LogManager {
         registry: Arc<Registry>,
         options: LogManagerOptions,
     ) -> Self {
+        let admission = Admission::new(options.reducer_concurrency, options.reducer_queue_timeout);
         Self {
             store,
             cache,
@@ -171,6 +194,8 @@ impl LogManager {
             counters: Arc::default(),
             cache_writes: closed_tracker(),
             turns: Arc::new(Turns::new(TURN_STRIPES)),
+            admission: Arc::new(admission),
+            flights: Arc::default(),
             bindings: moka::sync::Cache::new(BINDINGS),
         }
     }
@@ -222,6 +247,8 @@ impl LogManager {
     }
 
     /// Reduces a log with its reducer's active version, or with `version`.
+    /// Concurrent reduces of the log to the same end with the same version
+    /// share one fold, which waits for the reducer's turn.
     pub async fn reduce(
         &self,
         log_id: LogId,
@@ -232,6 +259,14 @@ impl LogManager {
             None => self.registry.resolve_active(&info.reducer).await?,
             Some(v) => self.registry.version(&info.reducer, v).await?,
         };
+        let flight = (log_id, reducer.version(), info.last_index);
+        self.flights
+            .share(flight, self.reduce_to_end(info, reducer))
+            .await
+    }
+
+    async fn reduce_to_end(&self, info: LogInfo, reducer: Reducer) -> Result<Reduction, LogError> {
+        let log_id = info.log_id;
         let key = CacheKey {
             reducer: info.reducer.clone(),
             version: reducer.version(),
@@ -240,13 +275,14 @@ impl LogManager {
         let start = Start::Cached {
             end: Some(info.last_index),
         };
+        let _turn = self.admission.enter(&info.reducer).await?;
         let at_end = self.fold_to_end(&reducer, &key, log_id, start).await?;
         // A log always holds at least its creating event.
         let through_index = at_end
             .through_index
             .ok_or(StoreError::LogNotFound(log_id))?;
         let done = at_end.fold;
-        let folded = blocking(move || done.finish()).await?;
+        let folded = self.blocking(move || done.finish()).await?;
         let reduction = Reduction {
             log_id,
             reducer: info.reducer,
@@ -343,14 +379,15 @@ fn closed_tracker() -> TaskTracker {
     tracker
 }
 
-/// Runs a reducer call on a blocking thread (they are CPU-bound and
-/// synchronous).
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, ReducerError> + Send + 'static,
-) -> Result<T, LogError> {
-    Ok(tokio::task::spawn_blocking(call)
-        .await
-        .expect("reducer thread panicked")?)
+impl LogManager {
+    /// Runs a reducer call on the runtime's call threads (they are
+    /// CPU-bound and synchronous).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> Result<T, ReducerError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        Ok(self.registry.runtime().run(call).await?)
+    }
 }
 
 /// Keeps [`crate::runtime::Fold`] visibly `Send`: folds move between the

@@ -8,12 +8,14 @@ use super::epoch::Ticker;
 use super::error::RuntimeError;
 use super::limits::Limits;
 use super::sandbox::Sandbox;
+use super::threads::CallThreads;
 
 /// What every reducer of one runtime shares.
 pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<Sandbox>,
     pub(crate) limits: Limits,
+    pub(crate) threads: CallThreads,
     _ticker: Ticker,
 }
 
@@ -28,10 +30,14 @@ impl Shared {
         // here is never reachable.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(RuntimeError::engine)?;
         let ticker = Ticker::start(&engine, limits.epoch_tick);
+        // The wasm stack lives on the native one, with room for the host's
+        // frames under it.
+        let threads = CallThreads::new((limits.wasm_stack_bytes + (1 << 20)).max(2 << 20));
         Ok(Self {
             engine,
             linker,
             limits,
+            threads,
             _ticker: ticker,
         })
     }

@@ -27,7 +27,7 @@ impl RuntimeError {
 
 /// Why uploaded bytes are not an acceptable reducer. Each variant's text is
 /// safe to show to the operator who uploaded them.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InvalidComponent {
     /// Larger than [`super::Limits::component_bytes`].
     #[error("component is {size} bytes, more than the {limit}-byte limit")]

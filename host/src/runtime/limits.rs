@@ -9,6 +9,10 @@ pub struct Limits {
     /// Wall-clock time one call into a reducer (one batch, one state
     /// hand-over) may take before it is interrupted.
     pub call_timeout: Duration,
+    /// How long one call runs at normal CPU priority; past this (within one
+    /// tick) it continues at the lowest, so calls that run long, such as a
+    /// reducer looping until its deadline, give way to short ones.
+    pub demote_after: Duration,
     /// How often the deadline clock ticks; a runaway call is stopped within
     /// `call_timeout` plus one tick.
     pub epoch_tick: Duration,
@@ -34,6 +38,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             call_timeout: Duration::from_secs(1),
+            demote_after: Duration::from_millis(20),
             epoch_tick: Duration::from_millis(10),
             memory_bytes: 64 << 20,
             wasm_stack_bytes: 512 << 10,
@@ -48,7 +53,17 @@ impl Default for Limits {
 impl Limits {
     /// The call deadline in epoch ticks, rounded up, at least one.
     pub(crate) fn deadline_ticks(&self) -> u64 {
+        self.ticks(self.call_timeout)
+    }
+
+    /// When a call is demoted, in epoch ticks (at least one, at most the
+    /// deadline).
+    pub(crate) fn demote_ticks(&self) -> u64 {
+        self.ticks(self.demote_after).min(self.deadline_ticks())
+    }
+
+    fn ticks(&self, duration: Duration) -> u64 {
         let tick = self.epoch_tick.as_nanos().max(1);
-        self.call_timeout.as_nanos().div_ceil(tick).max(1) as u64
+        duration.as_nanos().div_ceil(tick).max(1) as u64
     }
 }

@@ -12,7 +12,8 @@
 //! `epoch` (the deadline ticker), `sandbox` (per-store state: WASI with no
 //! capabilities, memory limiter, captured stderr), `output` (the bounded
 //! pipe behind stdout/stderr), `validate` (admission of uploaded bytes),
-//! `reducer` (compiled versions and folds), `batch` (the packed event batch),
+//! `reducer` (compiled versions and folds), `threads` (the threads calls run
+//! on, and how a long call gives way), `batch` (the packed event batch),
 //! `error` (typed failures), `bindings` (the generated WIT bindings).
 //! Versions (content hashes) live in the crate's `version` module.
 
@@ -25,6 +26,7 @@ mod limits;
 mod output;
 mod reducer;
 mod sandbox;
+mod threads;
 mod validate;
 
 use std::sync::Arc;
@@ -57,6 +59,23 @@ impl Runtime {
     /// The limits this runtime enforces.
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
+    }
+
+    /// Runs `call`, which enters reducers (starts, resumes, folds,
+    /// finishes), on the runtime's call threads: off the async executor,
+    /// and at the lowest CPU priority once one of its guest calls outlives
+    /// `limits.demote_after`. Panics if `call` panicked.
+    pub fn run<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = T> + Send + 'static {
+        self.shared.threads.run(call)
+    }
+
+    /// How many reducer calls ran long enough to be moved to the lowest
+    /// CPU priority since the runtime started.
+    pub fn demoted_calls(&self) -> usize {
+        self.shared.threads.demoted()
     }
 
     /// Validates `bytes` as a reducer component and compiles it.

@@ -108,7 +108,7 @@ impl Reducer {
 
     fn instantiate(&self) -> Result<(Store<Sandbox>, ReducerComponent), ReducerError> {
         let mut store = Sandbox::store(&self.shared);
-        store.set_epoch_deadline(self.shared.limits.deadline_ticks());
+        Sandbox::arm(&mut store, &self.shared);
         match self.pre.instantiate(&mut store) {
             Ok(bindings) => Ok((store, bindings)),
             Err(error) => {
@@ -267,7 +267,7 @@ fn call<R>(
     version: Version,
     f: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<Result<R, wit::ReducerError>>,
 ) -> Result<R, ReducerError> {
-    store.set_epoch_deadline(shared.limits.deadline_ticks());
+    Sandbox::arm(store, shared);
     let kind = match f(store) {
         Ok(Ok(value)) => return Ok(value),
         Ok(Err(reported)) => FailureKind::reported(reported),

@@ -3,11 +3,12 @@
 //! output.
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store};
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::Shared;
 use super::output::CapturedOutput;
+use super::threads;
 
 /// Most table elements (function references) one instance may hold.
 const TABLE_ELEMENTS: usize = 100_000;
@@ -25,6 +26,9 @@ pub(crate) struct Sandbox {
     table: ResourceTable,
     limiter: Limiter,
     output: CapturedOutput,
+    /// Ticks the current call may run after it is demoted; zero once it
+    /// has been.
+    ticks_after_demotion: u64,
 }
 
 impl Sandbox {
@@ -43,11 +47,28 @@ impl Sandbox {
             table: ResourceTable::new(),
             limiter: Limiter::new(shared.limits.memory_bytes),
             output,
+            ticks_after_demotion: 0,
         };
         let mut store = Store::new(&shared.engine, sandbox);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
+        // The first deadline of a call demotes it, the second stops it.
+        store.epoch_deadline_callback(|mut store| {
+            let left = std::mem::take(&mut store.data_mut().ticks_after_demotion);
+            if left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            threads::demote_current_thread();
+            Ok(UpdateDeadline::Continue(left))
+        });
         store
+    }
+
+    /// Sets the deadlines of the next call into the guest: demoted after
+    /// `demote_after`, stopped after `call_timeout`.
+    pub(crate) fn arm(store: &mut Store<Sandbox>, shared: &Shared) {
+        let (demote, deadline) = (shared.limits.demote_ticks(), shared.limits.deadline_ticks());
+        store.data_mut().ticks_after_demotion = deadline - demote;
+        store.set_epoch_deadline(if demote < deadline { demote } else { deadline });
     }
 
     /// Whether the instance asked for more memory than allowed.

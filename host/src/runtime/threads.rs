@@ -1,0 +1,244 @@
+//! The threads reducer calls run on, and how a long call gives way.
+//!
+//! Reducer calls are CPU-bound and synchronous, so they run off the async
+//! executor, on threads of a [`CallThreads`] pool. A call still running
+//! after the runtime's `demote_after` is moved to the lowest CPU priority
+//! (nice 19) for the rest of it, by the epoch callback on its own thread:
+//! a reducer that loops until its deadline then takes CPU time only when
+//! short calls, the HTTP server and the databases leave some. A process
+//! without `CAP_SYS_NICE` cannot raise a thread's priority again, so a
+//! demoted thread leaves the pool at once (a fresh thread, started before
+//! the demotion so that it does not inherit it, takes its place when one
+//! is needed) and ends after its call.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+/// How long an idle thread waits for a call before it ends.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Most threads running reducer calls at once; further calls queue.
+const MAX_THREADS: usize = 512;
+
+/// The nice value a long call continues at.
+const DEMOTED_NICE: i32 = 19;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    /// The pool this thread works for, if any (only pool threads may be
+    /// demoted: they end after the call).
+    static POOL: RefCell<Option<Arc<Inner>>> = const { RefCell::new(None) };
+    /// Whether this thread was demoted.
+    static DEMOTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A pool of threads for reducer calls, growing on demand up to
+/// [`MAX_THREADS`] and shrinking when idle.
+pub(crate) struct CallThreads {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Sender<Job>,
+    queue: Receiver<Job>,
+    /// Calls queued, or running on a thread that was not demoted.
+    pending: AtomicUsize,
+    /// Threads alive and not demoted.
+    threads: AtomicUsize,
+    stack_bytes: usize,
+    demoted: AtomicUsize,
+}
+
+impl CallThreads {
+    /// A pool whose threads have `stack_bytes` of native stack.
+    pub(crate) fn new(stack_bytes: usize) -> Self {
+        let (jobs, queue) = crossbeam_channel::unbounded();
+        Self {
+            inner: Arc::new(Inner {
+                jobs,
+                queue,
+                pending: AtomicUsize::new(0),
+                threads: AtomicUsize::new(0),
+                stack_bytes,
+                demoted: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Runs `call` on a pool thread; its result. Panics if `call` panicked,
+    /// as `spawn_blocking(..).await.expect(..)` would.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = T> + Send + 'static {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(call());
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .expect("the pool holds its own receiver");
+        self.inner.pending.fetch_add(1, Ordering::SeqCst);
+        Inner::grow(&self.inner);
+        async move { answer.await.expect("reducer call thread panicked") }
+    }
+
+    /// How many calls were demoted since the pool was made.
+    pub(crate) fn demoted(&self) -> usize {
+        self.inner.demoted.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    /// Starts threads until every pending call has one (or the cap).
+    fn grow(inner: &Arc<Inner>) {
+        loop {
+            let threads = inner.threads.load(Ordering::SeqCst);
+            let pending = inner.pending.load(Ordering::SeqCst);
+            if threads >= pending || threads >= MAX_THREADS {
+                return;
+            }
+            if inner
+                .threads
+                .compare_exchange(threads, threads + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let worker = inner.clone();
+                std::thread::Builder::new()
+                    .name("eventlogs-reducer".into())
+                    .stack_size(inner.stack_bytes)
+                    .spawn(move || worker.work())
+                    .expect("spawning a reducer call thread");
+                return;
+            }
+        }
+    }
+
+    fn work(self: Arc<Self>) {
+        POOL.set(Some(self.clone()));
+        loop {
+            match self.queue.recv_timeout(KEEP_ALIVE) {
+                Ok(job) => {
+                    // A panicking call ends this thread; its caller sees the
+                    // panic through the dropped answer.
+                    let guard = Leaving(&self);
+                    job();
+                    std::mem::forget(guard);
+                    if DEMOTED.get() {
+                        // Already out of the counts.
+                        return;
+                    }
+                    self.pending.fetch_sub(1, Ordering::SeqCst);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.threads.fetch_sub(1, Ordering::SeqCst);
+                    // A call queued just now still gets a thread.
+                    Self::grow(&self);
+                    return;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Takes the current thread out of the counts, with its call.
+    fn leave(inner: &Arc<Inner>) {
+        inner.threads.fetch_sub(1, Ordering::SeqCst);
+        inner.pending.fetch_sub(1, Ordering::SeqCst);
+        Self::grow(inner);
+    }
+}
+
+/// Keeps the counts right when a call panics and ends its thread.
+struct Leaving<'a>(&'a Arc<Inner>);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        if !DEMOTED.get() {
+            Inner::leave(self.0);
+        }
+    }
+}
+
+/// Moves the current thread to the lowest CPU priority for the rest of its
+/// life, if it is a pool thread (which ends after its call). Called from
+/// the epoch callback when a call outlives `demote_after`.
+pub(crate) fn demote_current_thread() {
+    let Some(pool) = POOL.with_borrow(Clone::clone) else {
+        return;
+    };
+    if DEMOTED.get() {
+        return;
+    }
+    DEMOTED.set(true);
+    pool.demoted.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("eventlogs_reducer_calls_demoted_total").increment(1);
+    // Any thread this pool needs now is started before the priority drops:
+    // a thread inherits its creator's.
+    Inner::leave(&pool);
+    // Linux applies a process priority given a thread id to that thread
+    // alone.
+    let this_thread = Some(rustix::thread::gettid());
+    if let Err(error) = rustix::process::setpriority_process(this_thread, DEMOTED_NICE) {
+        tracing::debug!(%error, "could not lower a long reducer call's priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nice_of_this_thread() -> i32 {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_demoted_thread_is_replaced_and_others_keep_their_priority() {
+        let base = nice_of_this_thread();
+        let pool = CallThreads::new(2 << 20);
+        let demoted = pool
+            .run(|| {
+                demote_current_thread();
+                (std::thread::current().id(), nice_of_this_thread())
+            })
+            .await;
+        assert_eq!(demoted.1, DEMOTED_NICE);
+        assert_eq!(pool.demoted(), 1);
+        for _ in 0..20 {
+            let (id, nice) = pool
+                .run(|| (std::thread::current().id(), nice_of_this_thread()))
+                .await;
+            assert_ne!(id, demoted.0, "a demoted thread ran another call");
+            assert_eq!(nice, base);
+        }
+    }
+
+    #[tokio::test]
+    async fn many_calls_at_once_all_finish_and_outside_threads_are_never_demoted() {
+        let base = nice_of_this_thread();
+        let pool = CallThreads::new(2 << 20);
+        let calls: Vec<_> = (0..200u64).map(|i| pool.run(move || i * 2)).collect();
+        let mut total = 0u64;
+        for call in calls {
+            total += call.await;
+        }
+        assert_eq!(total, (0..200u64).map(|i| i * 2).sum::<u64>());
+        // Not a pool thread: nothing happens.
+        demote_current_thread();
+        assert_eq!(nice_of_this_thread(), base);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_call_panics_its_caller_and_the_pool_carries_on() {
+        let pool = CallThreads::new(2 << 20);
+        let panicked = tokio::spawn(pool.run(|| -> u32 { panic!("boom") })).await;
+        assert!(panicked.is_err());
+        assert_eq!(pool.run(|| 7).await, 7);
+    }
+}
