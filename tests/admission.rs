@@ -70,6 +70,20 @@ async fn a_busy_reducer_is_refused_after_its_queue_timeout_and_others_are_served
     // With the turn given back, the second log is folded (and times out).
     let (status, _) = reduce(&daemon, &second).await;
     assert_eq!(status, 422);
+
+    // Both are counted: the refusal, and the looping calls that continued
+    // at the lowest priority.
+    let metrics = daemon.get("/metrics").await.text().await.unwrap();
+    for name in [
+        "eventlogs_reducer_busy_total",
+        "eventlogs_reducer_calls_demoted_total",
+    ] {
+        let count: f64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {metrics}"));
+        assert!(count >= 1.0, "{name} is {count}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
