@@ -53,7 +53,10 @@ async fn a_busy_reducer_is_refused_after_its_queue_timeout_and_others_are_served
     tokio::time::sleep(Duration::from_millis(200)).await;
     let refused = daemon.get(&format!("/v1/logs/{second}/aggregate")).await;
     assert_eq!(
-        refused.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+        refused
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
         Some("1")
     );
     let body = assert_problem(refused, 503, "reducer-busy").await;
@@ -92,7 +95,9 @@ async fn concurrent_reduces_of_one_log_share_one_fold() {
     let log = create(&daemon, "spinner").await;
     // One fold at a time and a 100 ms queue: without sharing, all but one
     // of these would be refused as busy while the first runs for 1 s.
-    let reduces: Vec<_> = (0..10).map(|_| tokio::spawn(reduce(&daemon, &log))).collect();
+    let reduces: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(reduce(&daemon, &log)))
+        .collect();
     for reduce in reduces {
         let (status, body) = reduce.await.unwrap();
         assert_eq!(status, 422, "{body}");

@@ -36,6 +36,13 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTLOGS_REDIS_PREFIX", default_value = "eventlogs:")]
     pub redis_prefix: String,
 
+    /// The secret Redis entries are authenticated under (HMAC-SHA256), at
+    /// least 16 characters; every daemon sharing the Redis needs the same.
+    /// Without it, one is generated and stored in the database on first
+    /// use, and every daemon on that database shares it.
+    #[arg(long, env = "EVENTLOGS_CACHE_SECRET", hide_env_values = true)]
+    pub cache_secret: Option<String>,
+
     /// Size of the in-process cache, in bytes (when no Redis is set).
     #[arg(long, env = "EVENTLOGS_MEMORY_CACHE_BYTES", default_value_t = 64 << 20)]
     pub memory_cache_bytes: u64,

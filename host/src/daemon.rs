@@ -13,7 +13,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
-use crate::cache::{CacheError, ReductionCache};
+use crate::cache::{CacheError, CacheSecret, ReductionCache};
 use crate::config::ServeConfig;
 use crate::http::auth::Tokens;
 use crate::http::{self, AppState, RouterOptions, server};
@@ -24,6 +24,9 @@ use crate::store::catalog::ReducerCatalog;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{EventStore, StoreError};
+
+/// The name of the generated cache secret in the database.
+const CACHE_SECRET: &str = "cache-mac";
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +74,21 @@ impl Daemon {
         let metrics = http::metrics_handle();
         let (store, catalog) = open_store(&config.database_url, config.database_pool).await?;
         let cache: Arc<dyn ReductionCache> = match &config.redis_url {
-            Some(url) => Arc::new(RedisCache::new(url, &config.redis_prefix)?),
+            Some(url) => {
+                // Given, or the one every daemon on this database shares.
+                let secret = match &config.cache_secret {
+                    Some(secret) => secret.clone(),
+                    None => {
+                        store
+                            .host_secret(CACHE_SECRET, &CacheSecret::generate())
+                            .await?
+                    }
+                };
+                let secret = CacheSecret::new(secret).map_err(|_| {
+                    DaemonError::Config("--cache-secret has at least 16 characters".into())
+                })?;
+                Arc::new(RedisCache::new(url, &config.redis_prefix, secret)?)
+            }
             None => Arc::new(MemoryCache::new(config.memory_cache_bytes)),
         };
         let registry = Registry::open(Runtime::new(config.limits())?, catalog).await?;

@@ -11,7 +11,7 @@ use common::redis::{PrivateRedis, free_port};
 use eventlogs_host::LogId;
 use eventlogs_host::cache::memory::MemoryCache;
 use eventlogs_host::cache::redis::RedisCache;
-use eventlogs_host::cache::{CacheError, CacheKey, CachedReduction, ReductionCache};
+use eventlogs_host::cache::{Anchor, CacheError, CacheKey, CachedReduction, ReductionCache};
 use eventlogs_host::runtime::Version;
 
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379/";
@@ -20,7 +20,7 @@ const SHARED_REDIS: &str = "redis://127.0.0.1:6379/";
 /// (loudly) when Redis is not reachable outside CI.
 async fn redis() -> Option<(RedisCache, String)> {
     let prefix = format!("eventlogs-test-{}:", LogId::new());
-    let cache = RedisCache::new(SHARED_REDIS, &prefix).unwrap();
+    let cache = RedisCache::new(SHARED_REDIS, &prefix, common::cache_secret()).unwrap();
     match cache.get(&key("probe")).await {
         Ok(_) => Some((cache, prefix)),
         Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
@@ -43,6 +43,10 @@ fn reduction(through_index: u64) -> CachedReduction {
     CachedReduction {
         through_index,
         reduced_at: 1_700_000_000_000_000,
+        anchor: Anchor {
+            position: through_index + 100,
+            recorded_at: 1_600_000_000_000_000,
+        },
         aggregate: format!(r#"{{"count":{through_index}}}"#),
     }
 }
@@ -136,7 +140,12 @@ async fn redis_corrupt_entry_is_an_error_not_a_value() {
 
 #[tokio::test]
 async fn redis_nobody_listening_fails_fast() {
-    let cache = RedisCache::new(&format!("redis://127.0.0.1:{}/", free_port()), "t:").unwrap();
+    let cache = RedisCache::new(
+        &format!("redis://127.0.0.1:{}/", free_port()),
+        "t:",
+        common::cache_secret(),
+    )
+    .unwrap();
     let started = Instant::now();
     assert!(matches!(
         cache.get(&key("payment")).await,
@@ -158,7 +167,7 @@ async fn redis_stopped_and_restarted_recovers_without_a_new_cache() {
     let Some(mut server) = PrivateRedis::start().await else {
         return;
     };
-    let cache = RedisCache::new(&server.url(), "t:").unwrap();
+    let cache = RedisCache::new(&server.url(), "t:", common::cache_secret()).unwrap();
     let key = key("payment");
     cache.put(&key, &reduction(3), None).await.unwrap();
     assert_eq!(cache.get(&key).await, Ok(Some(reduction(3))));

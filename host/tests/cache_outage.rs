@@ -22,7 +22,7 @@ async fn redis_flushed_stopped_and_restarted_during_reductions() {
     let Some(mut redis) = PrivateRedis::start().await else {
         return;
     };
-    let cache = Arc::new(RedisCache::new(&redis.url(), "outage:").unwrap());
+    let cache = Arc::new(RedisCache::new(&redis.url(), "outage:", common::cache_secret()).unwrap());
     let parts = parts(sqlite().await, cache, 16).await;
     let manager = parts.manager.clone();
     let logs: Vec<LogId> = (0..LOGS).map(|_| LogId::new()).collect();

@@ -11,7 +11,7 @@ use common::manager::{Parts, amount, cached_through, embedded, parts};
 use common::{events as evs, plugin, sqlite};
 use eventlogs_host::LogId;
 use eventlogs_host::cache::redis::RedisCache;
-use eventlogs_host::cache::{CacheKey, CachedReduction};
+use eventlogs_host::cache::{Anchor, CacheKey, CacheSecret, CachedReduction, ReductionCache};
 use eventlogs_host::log_manager::{Append, LogError};
 use eventlogs_host::runtime::EventBatch;
 use eventlogs_host::store::StoreError;
@@ -134,6 +134,11 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
         .unwrap();
     let honest = m.reduce(log_id, None).await.unwrap();
     assert_eq!((honest.from_cache, honest.events_folded), (true, 0));
+    let stored = m.load(log_id, 0, 2).await.unwrap();
+    let anchor_of = |index: usize| Anchor {
+        position: stored[index].position,
+        recorded_at: stored[index].recorded_at,
+    };
     let key = CacheKey {
         reducer: "payment".into(),
         version: honest.reducer_version,
@@ -144,12 +149,14 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
         CachedReduction {
             through_index: 1,
             reduced_at: 0,
+            anchor: anchor_of(1),
             aggregate: r#"{"bogus":true}"#.into(),
         },
         // Further than the log reaches.
         CachedReduction {
             through_index: 99,
             reduced_at: 0,
+            anchor: anchor_of(1),
             aggregate: honest.aggregate.clone(),
         },
     ] {
@@ -173,6 +180,7 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
     let prefix = CachedReduction {
         through_index: 0,
         reduced_at: 0,
+        anchor: anchor_of(0),
         aggregate: fold.finish().unwrap().json,
     };
     // Let the last background write land, then replace it.
@@ -195,6 +203,7 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
     let bogus = CachedReduction {
         through_index: 1,
         reduced_at: 0,
+        anchor: anchor_of(1),
         aggregate: r#"{"bogus":true}"#.into(),
     };
     parts.cache.put(&other_version, &bogus, None).await.unwrap();
@@ -213,6 +222,91 @@ on_both!(2;
     unusable_cache_entries_fold_from_the_start,
 );
 
+/// On Redis, an entry whose MAC does not verify under the host's secret
+/// (forged), or whose anchor is not the stored event at its index (stale,
+/// as after a database restore), is ignored and counted; the reduce folds
+/// from the start and answers the true aggregate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_stale_cache_entries_are_ignored_and_counted() {
+    let Some(store) = common::postgres().await else {
+        return;
+    };
+    let prefix = format!("eventlogs-test-{}:", LogId::new());
+    let shared =
+        |secret| Arc::new(RedisCache::new(common::manager::SHARED_REDIS, &prefix, secret).unwrap());
+    let parts = parts(store, shared(common::cache_secret()), 2).await;
+    let m = &parts.manager;
+    let log_id = LogId::new();
+    let events = [
+        json!({"Authorized": {"amount": 500}}),
+        json!({"Captured": {"amount": 200}}),
+    ];
+    m.create(Some(log_id), "payment", evs(&events), None)
+        .await
+        .unwrap();
+    let honest = m.reduce(log_id, None).await.unwrap();
+    assert_eq!((honest.from_cache, honest.events_folded), (true, 0));
+    let key = CacheKey {
+        reducer: "payment".into(),
+        version: honest.reducer_version,
+        log_id,
+    };
+    let last = m.load(log_id, 1, 1).await.unwrap().remove(0);
+    let true_anchor = Anchor {
+        position: last.position,
+        recorded_at: last.recorded_at,
+    };
+    // A valid payment aggregate that is not this log's.
+    let lie = honest.aggregate.replace("200", "999");
+    assert_ne!(lie, honest.aggregate);
+    let rejected = || {
+        m.cache_counters()
+            .rejected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    // Forged: written under another secret, with the true anchor.
+    let forger = shared(CacheSecret::new(b"not-the-host-secret-000".to_vec()).unwrap());
+    let forged = CachedReduction {
+        through_index: 1,
+        reduced_at: 0,
+        anchor: true_anchor,
+        aggregate: lie.clone(),
+    };
+    forger.put(&key, &forged, None).await.unwrap();
+    let reduced = m.reduce(log_id, None).await.unwrap();
+    assert_eq!((reduced.from_cache, reduced.events_folded), (false, 2));
+    assert_eq!(reduced.aggregate, honest.aggregate);
+    assert_eq!(rejected(), 1);
+
+    // Stale: signed by the host, but folded through another event 1.
+    m.flush_cache_writes().await;
+    let stale = CachedReduction {
+        anchor: Anchor {
+            position: true_anchor.position + 1_000,
+            ..true_anchor
+        },
+        ..forged
+    };
+    parts.cache.put(&key, &stale, None).await.unwrap();
+    let reduced = m.reduce(log_id, None).await.unwrap();
+    assert_eq!((reduced.from_cache, reduced.events_folded), (false, 2));
+    assert_eq!(reduced.aggregate, honest.aggregate);
+    assert_eq!(rejected(), 2);
+
+    // The same entry with the true anchor is used: the checks, not the
+    // content, refused the two above.
+    m.flush_cache_writes().await;
+    let anchored = CachedReduction {
+        anchor: true_anchor,
+        ..stale
+    };
+    parts.cache.put(&key, &anchored, None).await.unwrap();
+    let reduced = m.reduce(log_id, None).await.unwrap();
+    assert_eq!((reduced.from_cache, reduced.events_folded), (true, 0));
+    assert_eq!(reduced.aggregate, lie);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_cache_changes_nothing() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -220,7 +314,12 @@ async fn an_unreachable_cache_changes_nothing() {
         .local_addr()
         .unwrap()
         .port();
-    let cache = RedisCache::new(&format!("redis://127.0.0.1:{port}/"), "t:").unwrap();
+    let cache = RedisCache::new(
+        &format!("redis://127.0.0.1:{port}/"),
+        "t:",
+        common::cache_secret(),
+    )
+    .unwrap();
     let parts = parts(sqlite().await, Arc::new(cache), 2).await;
     let log_id = LogId::new();
     let events = [
@@ -276,6 +375,10 @@ async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
     let beyond = CachedReduction {
         through_index: 1_000_000,
         reduced_at: 0,
+        anchor: Anchor {
+            position: 0,
+            recorded_at: 0,
+        },
         aggregate: "{}".into(),
     };
     cache.put(&a_key, &beyond, None).await.unwrap();

@@ -5,7 +5,7 @@ mod common;
 
 use common::manager::{Parts, amount};
 use eventlogs_host::LogId;
-use eventlogs_host::cache::{CacheKey, CachedReduction};
+use eventlogs_host::cache::{Anchor, CacheKey, CachedReduction};
 use eventlogs_host::log_manager::Append;
 use serde_json::{Value, json};
 
@@ -59,6 +59,10 @@ async fn reducing_200_000_events_keeps_memory_bounded(parts: Parts) {
     let beyond = CachedReduction {
         through_index: u64::MAX / 2,
         reduced_at: 0,
+        anchor: Anchor {
+            position: 0,
+            recorded_at: 0,
+        },
         aggregate: "{}".into(),
     };
     parts.cache.put(&key, &beyond, None).await.unwrap();

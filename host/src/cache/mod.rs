@@ -12,6 +12,8 @@ pub mod redis;
 
 mod entry;
 
+pub use entry::CacheSecret;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,8 +49,22 @@ pub struct CachedReduction {
     pub through_index: u64,
     /// When it was folded: microseconds since the Unix epoch, UTC.
     pub reduced_at: i64,
+    /// The event at `through_index`, as stored when it was folded; an entry
+    /// whose anchor no longer matches the stored event (a database restored
+    /// under a surviving cache) is stale and ignored.
+    pub anchor: Anchor,
     /// The aggregate's JSON.
     pub aggregate: String,
+}
+
+/// What identifies one stored event beyond its index: its global position
+/// and the time it was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    /// The event's global position.
+    pub position: u64,
+    /// When it was recorded: microseconds since the Unix epoch, UTC.
+    pub recorded_at: i64,
 }
 
 /// Why a cache operation did not complete. Callers log it, count it, and
@@ -61,6 +77,10 @@ pub enum CacheError {
     /// The stored entry does not decode.
     #[error("corrupt reduction cache entry: {0}")]
     Corrupt(String),
+    /// The stored entry's MAC does not verify under the host's secret: it
+    /// was not written by a daemon holding it, or not for this key.
+    #[error("forged reduction cache entry")]
+    Forged,
 }
 
 /// Storage of reductions.

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{CacheError, CacheKey, CachedReduction, ReductionCache, entry};
+use super::{CacheError, CacheKey, CacheSecret, CachedReduction, ReductionCache, entry};
 
 /// How long one cache operation may take before it counts as a miss.
 const TIMEOUT: Duration = Duration::from_millis(250);
@@ -18,12 +18,15 @@ const TIMEOUT: Duration = Duration::from_millis(250);
 pub struct RedisCache {
     connection: ConnectionManager,
     prefix: String,
+    secret: CacheSecret,
 }
 
 impl RedisCache {
     /// A cache at `url` (`redis://HOST:PORT/DB`), with every key under
-    /// `prefix` (e.g. `eventlogs:`). Does not wait for Redis to be up.
-    pub fn new(url: &str, prefix: &str) -> Result<Self, CacheError> {
+    /// `prefix` (e.g. `eventlogs:`) and every entry authenticated under
+    /// `secret` (entries that do not verify are [`CacheError::Forged`]).
+    /// Does not wait for Redis to be up.
+    pub fn new(url: &str, prefix: &str, secret: CacheSecret) -> Result<Self, CacheError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
@@ -34,6 +37,7 @@ impl RedisCache {
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
+            secret,
         })
     }
 }
@@ -42,8 +46,11 @@ impl RedisCache {
 impl ReductionCache for RedisCache {
     async fn get(&self, key: &CacheKey) -> Result<Option<CachedReduction>, CacheError> {
         let mut connection = self.connection.clone();
-        let bytes: Option<Vec<u8>> = bounded(connection.get(key.to_text(&self.prefix))).await?;
-        bytes.map(|b| entry::decode(&b)).transpose()
+        let key = key.to_text(&self.prefix);
+        let bytes: Option<Vec<u8>> = bounded(connection.get(&key)).await?;
+        bytes
+            .map(|b| entry::decode(&self.secret, &key, &b))
+            .transpose()
     }
 
     async fn put(
@@ -53,7 +60,8 @@ impl ReductionCache for RedisCache {
         ttl: Option<Duration>,
     ) -> Result<(), CacheError> {
         let mut connection = self.connection.clone();
-        let (key, value) = (key.to_text(&self.prefix), entry::encode(reduction));
+        let key = key.to_text(&self.prefix);
+        let value = entry::encode(&self.secret, &key, reduction);
         match ttl {
             Some(ttl) => {
                 bounded(connection.pset_ex(key, value, ttl.as_millis().max(1) as u64)).await

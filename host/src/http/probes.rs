@@ -33,6 +33,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::counter!("eventlogs_cache_misses_total").absolute(load(&counters.misses));
     metrics::counter!("eventlogs_cache_errors_total").absolute(load(&counters.errors));
     metrics::counter!("eventlogs_cache_writes_total").absolute(load(&counters.writes));
+    metrics::counter!("eventlogs_cache_rejected_total").absolute(load(&counters.rejected));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use super::fold::{AtEnd, Start};
 use super::{LogError, LogManager};
 use crate::LogId;
-use crate::cache::{CacheKey, CachedReduction};
+use crate::cache::{Anchor, CacheKey, CachedReduction};
 use crate::runtime::{EventBatch, Folded, Reducer, ReducerError};
-use crate::store::{Events, StoreError, Write, Written};
+use crate::store::{Appended, Events, StoreError, Write, Written};
 
 /// How long an append without `If-Match` keeps re-validating after losing
 /// races to other writers before it answers 503 (never 412).
@@ -72,17 +72,20 @@ impl LogManager {
             through_index: None,
             from_cache: false,
             events_folded: 0,
+            anchor: None,
         };
         let folded = match self.validate(at_end, &write).await {
             Ok(folded) => folded,
             Err(refused) => return self.refused(&write, refused).await,
         };
         drop(turn);
+        let recorded_at = write.recorded_at;
         let written = self.store.write(write).await?;
         if let Written::Stored(appended) = written {
             self.bindings.insert(appended.log_id, reducer.into());
             let key = cache_key(reducer, &active, appended.log_id);
-            self.cache_now(&key, appended.last_index, &folded).await;
+            self.cache_now(&key, written_end(&appended, recorded_at), &folded)
+                .await;
         }
         Ok(written)
     }
@@ -142,11 +145,13 @@ impl LogManager {
                 Checked::Answer(answer) => return answer,
             };
             let end = write.expected_last_index().unwrap_or_default();
+            let recorded_at = write.recorded_at;
             match self.store.write(write).await {
                 Ok(Written::Stored(appended)) => {
                     // Before answering, and still in this log's turn: the
                     // next append and the next reduce fold nothing.
-                    self.cache_now(&key, appended.last_index, &folded).await;
+                    self.cache_now(&key, written_end(&appended, recorded_at), &folded)
+                        .await;
                     drop(log_turn);
                     return Ok(Written::Stored(appended));
                 }
@@ -327,6 +332,15 @@ fn event_batch(first: u64, write: &Write) -> Result<EventBatch, LogError> {
             .map_err(|e| StoreError::Unstorable(e.to_string()))?;
     }
     Ok(batch)
+}
+
+/// The index and anchor of the last event a write stored.
+fn written_end(appended: &Appended, recorded_at: i64) -> (u64, Anchor) {
+    let anchor = Anchor {
+        position: appended.last_position(),
+        recorded_at,
+    };
+    (appended.last_index, anchor)
 }
 
 fn cache_key(name: &str, reducer: &Reducer, log_id: LogId) -> CacheKey {

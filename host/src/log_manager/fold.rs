@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 
 use super::{LogError, LogManager};
 use crate::LogId;
-use crate::cache::CacheKey;
+use crate::cache::{Anchor, CacheKey, CachedReduction};
 use crate::runtime::{EventBatch, Fold, Reducer};
-use crate::store::StoreError;
+use crate::store::{StoreError, StoredEvent};
 
 /// A fold positioned at a log's end.
 pub(crate) struct AtEnd {
@@ -21,6 +21,8 @@ pub(crate) struct AtEnd {
     pub(crate) from_cache: bool,
     /// How many events were folded here (after the cache).
     pub(crate) events_folded: u64,
+    /// The event at `through_index`, when known.
+    pub(crate) anchor: Option<Anchor>,
 }
 
 /// Where to start a fold.
@@ -52,6 +54,27 @@ impl LogManager {
             Start::Presumed => self.cached(key, None).await,
             Start::Empty => None,
         };
+        // A read trusts an entry only while the stored event at its index is
+        // the one it was folded through; that page's rest is folded next. A
+        // write presumes it, and the store's end condition checks it.
+        let (cached, mut first_page) = match cached {
+            Some(cached) if start != Start::Presumed => {
+                let mut page = self
+                    .store
+                    .tail(log_id, cached.through_index, self.options.batch_size + 1)
+                    .await?;
+                if page.first().is_some_and(|event| anchored(&cached, event)) {
+                    page.remove(0);
+                    (Some(cached), Some(page))
+                } else {
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%log_id, through_index = cached.through_index, "stale reduction cache entry ignored; folding from the start");
+                    (None, None)
+                }
+            }
+            other => (other, None),
+        };
+        let mut anchor = cached.as_ref().map(|c| c.anchor);
         let resumed = match cached {
             Some(cached) => {
                 let state = cached.aggregate.into_bytes();
@@ -74,6 +97,8 @@ impl LogManager {
             Some((fold, through)) => (fold, Some(through)),
             None => {
                 let starting = reducer.clone();
+                first_page = None;
+                anchor = None;
                 (self.blocking(move || starting.start()).await?, None)
             }
         };
@@ -83,6 +108,7 @@ impl LogManager {
                 through_index: through,
                 from_cache,
                 events_folded: 0,
+                anchor,
             });
         }
         let mut fold = Some(fold);
@@ -91,13 +117,14 @@ impl LogManager {
         loop {
             // From the start, an empty page means no such log; after a
             // cached reduction or a page, the log is known to exist.
-            let page = match through {
-                None => {
+            let page = match (first_page.take(), through) {
+                (Some(page), _) => page,
+                (None, None) => {
                     self.store
                         .events(log_id, 0, self.options.batch_size)
                         .await?
                 }
-                Some(t) => {
+                (None, Some(t)) => {
                     self.store
                         .tail(log_id, t + 1, self.options.batch_size)
                         .await?
@@ -105,6 +132,10 @@ impl LogManager {
             };
             let Some(last) = page.last() else { break };
             through = Some(last.index);
+            anchor = Some(Anchor {
+                position: last.position,
+                recorded_at: last.recorded_at,
+            });
             events_folded += page.len() as u64;
             batch.clear();
             for event in &page {
@@ -133,6 +164,14 @@ impl LogManager {
             through_index: through,
             from_cache,
             events_folded,
+            anchor,
         })
     }
+}
+
+/// Whether `event` is the one `cached` was folded through.
+fn anchored(cached: &CachedReduction, event: &StoredEvent) -> bool {
+    event.index == cached.through_index
+        && event.position == cached.anchor.position
+        && event.recorded_at == cached.anchor.recorded_at
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 use crate::LogId;
-use crate::cache::{CacheKey, CachedReduction, ReductionCache};
+use crate::cache::{Anchor, CacheError, CacheKey, CachedReduction, ReductionCache};
 use crate::clock::now_micros;
 use crate::registry::{Registry, RegistryError};
 use crate::runtime::{CachingPolicy, Folded, Reducer, ReducerError, Version};
@@ -150,6 +150,10 @@ pub struct CacheCounters {
     pub misses: AtomicU64,
     /// Cache reads or writes that failed (each also logged).
     pub errors: AtomicU64,
+    /// Entries ignored as forged (their MAC did not verify) or stale (the
+    /// stored event at their index is not the one they were folded
+    /// through); each also logged.
+    pub rejected: AtomicU64,
     /// Reductions written to the cache.
     pub writes: AtomicU64,
 }
@@ -293,8 +297,10 @@ impl LogManager {
             from_cache: at_end.from_cache,
             events_folded: at_end.events_folded,
         };
-        if at_end.events_folded > 0 {
-            self.cache_in_background(key, through_index, &folded);
+        if at_end.events_folded > 0
+            && let Some(anchor) = at_end.anchor
+        {
+            self.cache_in_background(key, (through_index, anchor), &folded);
         }
         Ok(reduction)
     }
@@ -313,6 +319,11 @@ impl LogManager {
     async fn cached(&self, key: &CacheKey, end: Option<u64>) -> Option<CachedReduction> {
         let found = match self.cache.get(key).await {
             Ok(found) => found,
+            Err(CacheError::Forged) => {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(log_id = %key.log_id, "forged reduction cache entry ignored; folding from the start");
+                None
+            }
             Err(error) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, log_id = %key.log_id, "reduction cache read failed; folding from the start");
@@ -333,8 +344,8 @@ impl LogManager {
 
     /// Writes a reduction to the cache in the background, if the reducer's
     /// policy and the host's allow it.
-    fn cache_in_background(&self, key: CacheKey, through_index: u64, folded: &Folded) {
-        if let Some(entry) = self.worth_caching(through_index, folded) {
+    fn cache_in_background(&self, key: CacheKey, end: (u64, Anchor), folded: &Folded) {
+        if let Some(entry) = self.worth_caching(end, folded) {
             let manager = self.clone();
             self.cache_writes
                 .spawn(async move { manager.put_cached(&key, &entry).await });
@@ -344,18 +355,23 @@ impl LogManager {
     /// Writes a reduction to the cache now (write-through after an append),
     /// if the policies allow it. A failure is logged and counted, never
     /// returned.
-    async fn cache_now(&self, key: &CacheKey, through_index: u64, folded: &Folded) {
-        if let Some(entry) = self.worth_caching(through_index, folded) {
+    async fn cache_now(&self, key: &CacheKey, end: (u64, Anchor), folded: &Folded) {
+        if let Some(entry) = self.worth_caching(end, folded) {
             self.put_cached(key, &entry).await;
         }
     }
 
-    fn worth_caching(&self, through_index: u64, folded: &Folded) -> Option<CachedReduction> {
+    fn worth_caching(
+        &self,
+        (through_index, anchor): (u64, Anchor),
+        folded: &Folded,
+    ) -> Option<CachedReduction> {
         let worth = folded.caching == CachingPolicy::Cache
             && through_index + 1 >= self.options.cache_min_events;
         worth.then(|| CachedReduction {
             through_index,
             reduced_at: now_micros(),
+            anchor,
             aggregate: folded.json.clone(),
         })
     }

@@ -195,6 +195,10 @@ pub trait EventStore: Send + Sync {
     /// a forgotten key is a new request.
     async fn forget_keys(&self, stored_before: i64, limit: u32) -> Result<u64, StoreError>;
 
+    /// The host secret named `name`, storing `fresh` under it if there is
+    /// none yet; every caller on one database gets the same value.
+    async fn host_secret(&self, name: &str, fresh: &str) -> Result<String, StoreError>;
+
     /// Succeeds when the database answers and its migrations are applied
     /// (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

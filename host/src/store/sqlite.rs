@@ -317,6 +317,22 @@ impl EventStore for SqliteStore {
         .map_err(unavailable)
     }
 
+    async fn host_secret(&self, name: &str, fresh: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO host_secrets (name, secret) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fresh)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query_scalar("SELECT secret FROM host_secrets WHERE name = ?1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT count(*) FROM _sqlx_migrations")
             .execute(&self.pool)

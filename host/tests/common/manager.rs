@@ -59,7 +59,14 @@ where
 
 /// A Redis cache on the shared server under a prefix of its own.
 pub fn shared_redis() -> Arc<dyn ReductionCache> {
-    Arc::new(RedisCache::new(SHARED_REDIS, &format!("eventlogs-test-{}:", LogId::new())).unwrap())
+    Arc::new(
+        RedisCache::new(
+            SHARED_REDIS,
+            &format!("eventlogs-test-{}:", LogId::new()),
+            super::cache_secret(),
+        )
+        .unwrap(),
+    )
 }
 
 /// PostgreSQL (a database of its own) and Redis, or `None` (loudly).

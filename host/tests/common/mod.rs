@@ -134,3 +134,8 @@ pub fn events(values: &[serde_json::Value]) -> eventlogs_host::store::Events {
         .map(|v| eventlogs_host::payload::Payload::from_value(v).expect("storable"))
         .collect()
 }
+
+/// The secret test caches authenticate their entries under.
+pub fn cache_secret() -> eventlogs_host::cache::CacheSecret {
+    eventlogs_host::cache::CacheSecret::new(b"test-cache-secret-0123456789".to_vec()).unwrap()
+}
