@@ -19,7 +19,10 @@ async fn daemons_on_one_database_share_a_generated_secret_and_others_are_not_tru
     };
     let settings = with_redis(config(&database));
     let first = TestDaemon::start(settings.clone()).await;
-    assert_eq!(first.deploy("counter", plugin("counter")).await.status(), 201);
+    assert_eq!(
+        first.deploy("counter", plugin("counter")).await.status(),
+        201
+    );
     let (status, created) = json(
         first
             .post(

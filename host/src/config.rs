@@ -78,6 +78,12 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub fold_batch: u32,
 
+    /// A fold from the store caches its aggregate so far every this many
+    /// batches (0: only at the end), so a retry of a reduce that did not
+    /// finish in time resumes from there.
+    #[arg(long, env = "EVENTLOGS_CHECKPOINT_BATCHES", default_value_t = 10)]
+    pub checkpoint_batches: u32,
+
     /// Wall-clock limit of one reducer call, in milliseconds.
     #[arg(long, env = "EVENTLOGS_REDUCER_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]

@@ -101,6 +101,7 @@ impl Daemon {
             deploy_replay_budget: Duration::from_millis(config.deploy_replay_budget_ms),
             reducer_concurrency: config.reducer_concurrency as usize,
             reducer_queue_timeout: Duration::from_millis(config.reducer_queue_timeout_ms),
+            checkpoint_batches: config.checkpoint_batches,
         };
         let manager = LogManager::new(store, cache, registry, options);
         for deploy in &config.deploy {

@@ -2,11 +2,15 @@
 //! reducer version, to the same end share one fold. The end is part of the
 //! key, so a reduce never answers with an aggregate older than the log it
 //! read (read-your-writes holds).
+//!
+//! The fold runs as a task of its own: a request that gives up (its client
+//! went away, or its timeout passed) leaves it running, so it finishes in
+//! the background and caches its aggregate, and the retry finds it there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use super::{LogError, Reduction};
 use crate::LogId;
@@ -15,39 +19,48 @@ use crate::runtime::Version;
 /// What one shared reduce is keyed by.
 type FlightKey = (LogId, Version, u64);
 
-type Flight = Arc<OnceCell<Result<Reduction, LogError>>>;
+type Outcome = Option<Result<Reduction, LogError>>;
 
 /// Reduces in flight.
 #[derive(Default)]
 pub(crate) struct Flights {
-    flights: Mutex<HashMap<FlightKey, Flight>>,
+    flights: Mutex<HashMap<FlightKey, watch::Receiver<Outcome>>>,
 }
 
 impl Flights {
-    /// Runs `reduce` for `key`, or waits for the run already in flight and
-    /// shares its outcome. If the request running it is dropped, a waiting
-    /// one takes over.
+    /// Runs `reduce` for `key` as a task of its own, or joins the one
+    /// already in flight, and waits for its outcome.
     pub(crate) async fn share(
-        &self,
+        self: &Arc<Self>,
         key: FlightKey,
-        reduce: impl Future<Output = Result<Reduction, LogError>>,
+        reduce: impl Future<Output = Result<Reduction, LogError>> + Send + 'static,
     ) -> Result<Reduction, LogError> {
-        let flight = self
-            .flights
-            .lock()
-            .expect("flights poisoned")
-            .entry(key)
-            .or_default()
-            .clone();
-        let outcome = flight.get_or_init(|| reduce).await.clone();
-        let mut flights = self.flights.lock().expect("flights poisoned");
-        if flights
-            .get(&key)
-            .is_some_and(|current| Arc::ptr_eq(current, &flight))
-        {
-            flights.remove(&key);
-        }
-        outcome
+        let mut outcome = {
+            let mut flights = self.flights.lock().expect("flights poisoned");
+            match flights.get(&key) {
+                Some(flight) => flight.clone(),
+                None => {
+                    let (done, outcome) = watch::channel(None);
+                    flights.insert(key, outcome.clone());
+                    let flights = self.clone();
+                    tokio::spawn(async move {
+                        let reduced = reduce.await;
+                        flights
+                            .flights
+                            .lock()
+                            .expect("flights poisoned")
+                            .remove(&key);
+                        done.send_replace(Some(reduced));
+                    });
+                    outcome
+                }
+            }
+        };
+        let finished = outcome
+            .wait_for(Option::is_some)
+            .await
+            .expect("a reduce task panicked");
+        finished.clone().expect("waited for an outcome")
     }
 
     /// How many reduces are in flight (for tests).
@@ -90,7 +103,7 @@ mod tests {
             let end = 5 + i % 2;
             waiting.push(tokio::spawn(async move {
                 flights
-                    .share((log, version, end), async {
+                    .share((log, version, end), async move {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         Ok(reduction(end))
@@ -104,6 +117,26 @@ mod tests {
             assert_eq!(asked, got);
         }
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reduce_whose_callers_all_gave_up_still_finishes() {
+        let flights = Arc::new(Flights::default());
+        let finished = Arc::new(AtomicUsize::new(0));
+        let key = (LogId::default(), Version::of(b"r"), 1);
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), {
+            let finished = finished.clone();
+            flights.share(key, async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok(reduction(1))
+            })
+        })
+        .await;
+        assert!(gave_up.is_err());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(finished.load(Ordering::SeqCst), 1);
         assert_eq!(flights.len(), 0);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::{LogError, LogManager};
 use crate::LogId;
 use crate::cache::{Anchor, CacheKey, CachedReduction};
-use crate::runtime::{EventBatch, Fold, Reducer};
+use crate::runtime::{EventBatch, Fold, Folded, Reducer};
 use crate::store::{StoreError, StoredEvent};
 
 /// A fold positioned at a log's end.
@@ -113,6 +113,7 @@ impl LogManager {
         }
         let mut fold = Some(fold);
         let mut events_folded = 0;
+        let (mut batches, every) = (0u64, u64::from(self.options.checkpoint_batches));
         let mut batch = EventBatch::with_capacity(self.options.batch_size as usize, 0);
         loop {
             // From the start, an empty page means no such log; after a
@@ -143,19 +144,39 @@ impl LogManager {
                     .push(event.index, event.recorded_at, event.payload.as_bytes())
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             }
+            // A short page is the end; no need to ask for an empty one.
+            let at_end = page.len() < self.options.batch_size as usize;
+            batches += 1;
+            // Reads leave a checkpoint every so many batches (the end is
+            // cached by the reduce itself), so a retry of a reduce that did
+            // not finish resumes from there.
+            let checkpoint = !at_end
+                && matches!(start, Start::Cached { .. })
+                && every > 0
+                && batches % every == 0;
             let mut taken = fold.take().expect("fold present between batches");
             let (returned, applied) = self
                 .registry
                 .runtime()
                 .run(move || {
-                    let applied = taken.apply(&batch);
-                    (taken, applied.map(|()| batch))
+                    let applied = taken.apply(&batch).and_then(|()| {
+                        if !checkpoint {
+                            return Ok(None);
+                        }
+                        let json = taken.to_json()?;
+                        let caching = taken.caching_policy()?;
+                        Ok(Some(Folded { json, caching }))
+                    });
+                    (taken, applied.map(|so_far| (batch, so_far)))
                 })
                 .await;
             fold = Some(returned);
-            batch = applied?;
-            if page.len() < self.options.batch_size as usize {
-                // A short page is the end; no need to ask for an empty one.
+            let (returned, so_far) = applied?;
+            batch = returned;
+            if let (Some(so_far), Some(through), Some(anchor)) = (so_far, through, anchor) {
+                self.cache_in_background(key.clone(), (through, anchor), &so_far);
+            }
+            if at_end {
                 break;
             }
         }

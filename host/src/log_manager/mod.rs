@@ -59,6 +59,10 @@ pub struct LogManagerOptions {
     /// How long a fold waits for its reducer's turn before it is refused
     /// as busy.
     pub reducer_queue_timeout: Duration,
+    /// A fold from the store writes its aggregate so far to the cache every
+    /// this many batches (0: only at the end), so that a retry of a reduce
+    /// that did not finish resumes from there.
+    pub checkpoint_batches: u32,
 }
 
 impl Default for LogManagerOptions {
@@ -71,6 +75,7 @@ impl Default for LogManagerOptions {
             deploy_replay_budget: Duration::from_secs(2),
             reducer_concurrency: 64,
             reducer_queue_timeout: Duration::from_secs(1),
+            checkpoint_batches: 10,
         }
     }
 }
@@ -264,8 +269,12 @@ impl LogManager {
             Some(v) => self.registry.version(&info.reducer, v).await?,
         };
         let flight = (log_id, reducer.version(), info.last_index);
+        let manager = self.clone();
         self.flights
-            .share(flight, self.reduce_to_end(info, reducer))
+            .share(
+                flight,
+                async move { manager.reduce_to_end(info, reducer).await },
+            )
             .await
     }
 
