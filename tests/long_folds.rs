@@ -6,19 +6,22 @@
 use std::time::{Duration, Instant};
 
 use eventlogs_e2e::{
-    SHARED_REDIS, TestDaemon, config, json, plugin, plugin_path, postgres_database,
-    sqlite_database,
+    SHARED_REDIS, TestDaemon, config, json, plugin, plugin_path, postgres_database, sqlite_database,
 };
 use serde_json::{Value, json as value};
 
-/// Events in the long log; folded 10 per batch, they take several seconds.
-const EVENTS: u64 = 20_000;
+/// Events in the long log; folded one per batch (a store read and a
+/// reducer call each), they take several seconds.
+const EVENTS: u64 = 40_000;
 
 async fn long_log(daemon: &TestDaemon) -> String {
     let thousand: Vec<Value> = (0..1000).map(|_| value!({})).collect();
     let (status, created) = json(
         daemon
-            .post("/v1/logs", value!({"reducer": "counter", "events": thousand}))
+            .post(
+                "/v1/logs",
+                value!({"reducer": "counter", "events": thousand}),
+            )
             .await,
     )
     .await;
@@ -26,7 +29,10 @@ async fn long_log(daemon: &TestDaemon) -> String {
     let log = created["log_id"].as_str().unwrap().to_owned();
     for _ in 1..EVENTS / 1000 {
         let appended = daemon
-            .post(&format!("/v1/logs/{log}/events"), value!({"events": thousand}))
+            .post(
+                &format!("/v1/logs/{log}/events"),
+                value!({"events": thousand}),
+            )
             .await;
         assert_eq!(appended.status(), 200);
     }
@@ -43,18 +49,27 @@ async fn reduce(daemon: &TestDaemon, log: &str) -> (u16, Value) {
 async fn a_fold_that_outlives_its_request_finishes_in_the_background() {
     let mut settings = config(&sqlite_database());
     settings.request_timeout_secs = 1;
-    settings.fold_batch = 10;
+    settings.fold_batch = 1;
     settings.checkpoint_batches = 0;
     let daemon = TestDaemon::start(settings).await;
-    assert_eq!(daemon.deploy("counter", plugin("counter")).await.status(), 201);
+    assert_eq!(
+        daemon.deploy("counter", plugin("counter")).await.status(),
+        201
+    );
     let log = long_log(&daemon).await;
 
     let started = Instant::now();
     let (status, first) = reduce(&daemon, &log).await;
-    assert_eq!(status, 503, "the fold was not longer than a request: {first}");
+    assert_eq!(
+        status, 503,
+        "the fold was not longer than a request: {first}"
+    );
     let mut timeouts = 1;
     let done = loop {
-        assert!(started.elapsed() < Duration::from_secs(120), "never finished");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never finished"
+        );
         match reduce(&daemon, &log).await {
             (200, body) => break body,
             (503, _) => timeouts += 1,
@@ -88,16 +103,19 @@ async fn a_retry_on_another_daemon_resumes_from_a_checkpoint() {
         "--request-timeout-secs",
         "1",
         "--fold-batch",
-        "10",
+        "1",
         "--checkpoint-batches",
-        "5",
+        "50",
         "--deploy",
         &counter,
     ];
     let first = TestDaemon::spawn(&args).await;
     let log = long_log(&first).await;
     let (status, body) = reduce(&first, &log).await;
-    assert_eq!(status, 503, "the fold was not longer than a request: {body}");
+    assert_eq!(
+        status, 503,
+        "the fold was not longer than a request: {body}"
+    );
     // Killed mid-fold: only its checkpoints survive.
     drop(first);
 
