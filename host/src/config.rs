@@ -89,7 +89,7 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub reducer_timeout_ms: u64,
 
-    /// How long one reducer call runs at normal CPU priority, in
+    /// How much CPU time one reducer call uses at normal CPU priority, in
     /// milliseconds; past this it continues at the lowest, so calls that
     /// run long give way to short ones.
     #[arg(long, env = "EVENTLOGS_REDUCER_DEMOTE_AFTER_MS", default_value_t = 20,

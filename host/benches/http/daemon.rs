@@ -102,7 +102,15 @@ impl Daemon {
     }
 
     /// Stops it (SIGTERM, then waits).
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+/// A benchmark that panics stops its daemon too, so no daemon outlives the
+/// run holding database connections that the next run needs.
+impl Drop for Daemon {
+    fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

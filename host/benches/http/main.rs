@@ -131,6 +131,12 @@ async fn main() {
         "batches",
         batch_stat("eventlogs_write_batch_seconds_count"),
     ));
+    report.push(Figure::plain(
+        "reducer calls demoted in the append phases",
+        batch_stat("eventlogs_reducer_calls_demoted_total"),
+        "reducer calls made busy (503)",
+        batch_stat("eventlogs_reducer_busy_total"),
+    ));
     if std::env::var_os("BENCH_APPENDS_ONLY").is_some() {
         daemon.stop();
         report.print();

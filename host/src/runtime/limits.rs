@@ -9,9 +9,11 @@ pub struct Limits {
     /// Wall-clock time one call into a reducer (one batch, one state
     /// hand-over) may take before it is interrupted.
     pub call_timeout: Duration,
-    /// How long one call runs at normal CPU priority; past this (within one
-    /// tick) it continues at the lowest, so calls that run long, such as a
-    /// reducer looping until its deadline, give way to short ones.
+    /// How much CPU time one call uses at normal CPU priority; past this
+    /// (checked every tick) it continues at the lowest, so calls that run
+    /// long, such as a reducer looping until its deadline, give way to
+    /// short ones. Counted in the call thread's CPU time, not wall-clock
+    /// time: a short call preempted on a busy machine is not demoted.
     pub demote_after: Duration,
     /// How often the deadline clock ticks; a runaway call is stopped within
     /// `call_timeout` plus one tick.

@@ -2,6 +2,8 @@
 //! nothing, a memory limiter that remembers why it refused, and the captured
 //! output.
 
+use std::time::Duration;
+
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -26,9 +28,51 @@ pub(crate) struct Sandbox {
     table: ResourceTable,
     limiter: Limiter,
     output: CapturedOutput,
-    /// Ticks the current call may run after it is demoted; zero once it
-    /// has been.
-    ticks_after_demotion: u64,
+    /// The current call's progress towards demotion and its deadline.
+    call: CallClock,
+}
+
+/// When the current call is demoted and when it is stopped. The deadline
+/// is wall-clock time; demotion counts the CPU time the call's thread used,
+/// so a short call that the scheduler preempted on a busy machine is never
+/// mistaken for a long one.
+#[derive(Debug, Default)]
+struct CallClock {
+    /// The thread's CPU time when the call started, until it is demoted.
+    cpu_at_start: Option<Duration>,
+    /// CPU time after which the call is demoted.
+    demote_after: Duration,
+    /// Ticks the call may still run after its current epoch deadline.
+    ticks_left: u64,
+}
+
+impl CallClock {
+    /// What to do at an epoch deadline: keep checking every tick until the
+    /// call has used `demote_after` of CPU time, then demote it and let it
+    /// run to its wall-clock deadline.
+    fn at_deadline(&mut self) -> UpdateDeadline {
+        if self.ticks_left == 0 {
+            return UpdateDeadline::Interrupt;
+        }
+        match self.cpu_at_start {
+            Some(start) if thread_cpu_time().saturating_sub(start) < self.demote_after => {
+                self.ticks_left -= 1;
+                UpdateDeadline::Continue(1)
+            }
+            Some(_) => {
+                self.cpu_at_start = None;
+                threads::demote_current_thread();
+                UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left))
+            }
+            None => UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left)),
+        }
+    }
+}
+
+/// CPU time the current thread has used.
+fn thread_cpu_time() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 impl Sandbox {
@@ -47,28 +91,27 @@ impl Sandbox {
             table: ResourceTable::new(),
             limiter: Limiter::new(shared.limits.memory_bytes),
             output,
-            ticks_after_demotion: 0,
+            call: CallClock::default(),
         };
         let mut store = Store::new(&shared.engine, sandbox);
         store.limiter(|s| &mut s.limiter);
-        // The first deadline of a call demotes it, the second stops it.
-        store.epoch_deadline_callback(|mut store| {
-            let left = std::mem::take(&mut store.data_mut().ticks_after_demotion);
-            if left == 0 {
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            threads::demote_current_thread();
-            Ok(UpdateDeadline::Continue(left))
-        });
+        store.epoch_deadline_callback(|mut store| Ok(store.data_mut().call.at_deadline()));
         store
     }
 
-    /// Sets the deadlines of the next call into the guest: demoted after
-    /// `demote_after`, stopped after `call_timeout`.
+    /// Sets the deadlines of the next call into the guest: demoted once it
+    /// has used `demote_after` of CPU time, stopped after `call_timeout` of
+    /// wall-clock time.
     pub(crate) fn arm(store: &mut Store<Sandbox>, shared: &Shared) {
-        let (demote, deadline) = (shared.limits.demote_ticks(), shared.limits.deadline_ticks());
-        store.data_mut().ticks_after_demotion = deadline - demote;
-        store.set_epoch_deadline(if demote < deadline { demote } else { deadline });
+        let limits = &shared.limits;
+        let (demote, deadline) = (limits.demote_ticks(), limits.deadline_ticks());
+        let demotes = demote < deadline;
+        store.data_mut().call = CallClock {
+            cpu_at_start: demotes.then(thread_cpu_time),
+            demote_after: limits.demote_after,
+            ticks_left: if demotes { deadline - demote } else { 0 },
+        };
+        store.set_epoch_deadline(if demotes { demote } else { deadline });
     }
 
     /// Whether the instance asked for more memory than allowed.
@@ -163,5 +206,29 @@ mod tests {
         assert!(limiter.refused_memory);
         assert!(limiter.memory_growing(0, 24 << 20, None).unwrap());
         assert!(!limiter.memory_growing(24 << 20, 25 << 20, None).unwrap());
+    }
+
+    /// A call that waits (as a preempted one does) keeps its priority
+    /// however many ticks pass; one that computes for `demote_after` is
+    /// demoted and then runs to its deadline.
+    #[test]
+    fn demotion_counts_the_calls_cpu_time_not_the_ticks() {
+        let mut clock = CallClock {
+            cpu_at_start: Some(thread_cpu_time()),
+            demote_after: Duration::from_millis(20),
+            ticks_left: 100,
+        };
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(10));
+            assert!(matches!(clock.at_deadline(), UpdateDeadline::Continue(1)));
+        }
+        assert!(clock.cpu_at_start.is_some(), "a waiting call was demoted");
+        let spin = thread_cpu_time();
+        while thread_cpu_time() - spin < Duration::from_millis(25) {
+            std::hint::black_box(0u64);
+        }
+        assert!(matches!(clock.at_deadline(), UpdateDeadline::Continue(95)));
+        assert!(clock.cpu_at_start.is_none());
+        assert!(matches!(clock.at_deadline(), UpdateDeadline::Interrupt));
     }
 }

@@ -27,7 +27,10 @@ const MAX_THREADS: usize = 512;
 /// The nice value a long call continues at.
 const DEMOTED_NICE: i32 = 19;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A queued call; it calls its argument once the call has returned and
+/// before its caller learns the result, so that a caller's next call never
+/// finds this one still counted as pending.
+type Job = Box<dyn FnOnce(&dyn Fn()) + Send>;
 
 thread_local! {
     /// The pool this thread works for, if any (only pool threads may be
@@ -77,16 +80,27 @@ impl CallThreads {
         call: impl FnOnce() -> T + Send + 'static,
     ) -> impl Future<Output = T> + Send + 'static {
         let (done, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = done.send(call());
+        let job: Job = Box::new(move |finished| {
+            let result = call();
+            finished();
+            let _ = done.send(result);
         });
+        // Counted before it is queued: a thread may take and finish it
+        // before `send` returns, and the count must never drop below zero
+        // (it would look like a huge backlog and start threads for it).
+        self.inner.pending.fetch_add(1, Ordering::SeqCst);
         self.inner
             .jobs
             .send(job)
             .expect("the pool holds its own receiver");
-        self.inner.pending.fetch_add(1, Ordering::SeqCst);
         Inner::grow(&self.inner);
         async move { answer.await.expect("reducer call thread panicked") }
+    }
+
+    /// Threads alive and not demoted.
+    #[cfg(test)]
+    fn threads(&self) -> usize {
+        self.inner.threads.load(Ordering::SeqCst)
     }
 
     /// How many calls were demoted since the pool was made.
@@ -128,13 +142,16 @@ impl Inner {
                     // A panicking call ends this thread; its caller sees the
                     // panic through the dropped answer.
                     let guard = Leaving(&self);
-                    job();
+                    job(&|| {
+                        // A demoted thread is already out of the counts.
+                        if !DEMOTED.get() {
+                            self.pending.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    });
                     std::mem::forget(guard);
                     if DEMOTED.get() {
-                        // Already out of the counts.
                         return;
                     }
-                    self.pending.fetch_sub(1, Ordering::SeqCst);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.threads.fetch_sub(1, Ordering::SeqCst);
@@ -232,6 +249,32 @@ mod tests {
         // Not a pool thread: nothing happens.
         demote_current_thread();
         assert_eq!(nice_of_this_thread(), base);
+    }
+
+    /// The pool never has more threads than calls were in flight at once,
+    /// however quickly calls finish (a call finishing before it was
+    /// counted once made the pool believe in a huge backlog).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_pool_grows_only_to_the_calls_in_flight() {
+        let pool = Arc::new(CallThreads::new(2 << 20));
+        let callers: Vec<_> = (0..4)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    for i in 0..20_000u64 {
+                        assert_eq!(pool.run(move || i + 1).await, i + 1);
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        assert!(
+            pool.threads() <= 4,
+            "{} threads for 4 callers",
+            pool.threads()
+        );
     }
 
     #[tokio::test]
