@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 
 use crate::http::auth::{Scope, Token};
 use crate::http::server::ServerLimits;
+use crate::registry::RegistryOptions;
 use crate::runtime::Limits;
 
 /// `eventlogs serve` settings.
@@ -107,6 +108,19 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTLOGS_REDUCER_QUEUE_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub reducer_queue_timeout_ms: u64,
+
+    /// Most reducer versions kept compiled besides the active ones (compiled
+    /// on demand for `?version=`); the least recently used is dropped first.
+    #[arg(long, env = "EVENTLOGS_INACTIVE_VERSIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub inactive_versions: u32,
+
+    /// How long a stored version that failed to compile is answered with
+    /// its error before it is compiled again, in milliseconds; doubles with
+    /// each further failure, up to 5 minutes.
+    #[arg(long, env = "EVENTLOGS_COMPILE_FAILURE_BACKOFF_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=300_000))]
+    pub compile_failure_backoff_ms: u64,
 
     /// Linear memory one reducer instance may use, in bytes.
     #[arg(long, env = "EVENTLOGS_REDUCER_MEMORY_BYTES", default_value_t = 64 << 20,
@@ -219,6 +233,15 @@ impl ServeConfig {
             component_bytes: self.reducer_component_bytes,
             max_instances: self.reducer_instances,
             ..Limits::default()
+        }
+    }
+
+    /// How the registry keeps compiled versions.
+    pub fn registry_options(&self) -> RegistryOptions {
+        RegistryOptions {
+            inactive_versions: self.inactive_versions as usize,
+            failure_back_off: Duration::from_millis(self.compile_failure_backoff_ms),
+            ..RegistryOptions::default()
         }
     }
 

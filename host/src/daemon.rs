@@ -91,7 +91,12 @@ impl Daemon {
             }
             None => Arc::new(MemoryCache::new(config.memory_cache_bytes)),
         };
-        let registry = Registry::open(Runtime::new(config.limits())?, catalog).await?;
+        let registry = Registry::open_with(
+            Runtime::new(config.limits())?,
+            catalog,
+            config.registry_options(),
+        )
+        .await?;
         let watch = registry.watch();
         let options = LogManagerOptions {
             batch_size: config.fold_batch,

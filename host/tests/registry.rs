@@ -11,7 +11,7 @@ use common::manager::{amount, shared_redis};
 use common::{plugin, postgres_database, runtime, sqlite_database};
 use eventlogs_host::cache::memory::MemoryCache;
 use eventlogs_host::log_manager::{LogManager, LogManagerOptions};
-use eventlogs_host::registry::{Registry, RegistryError};
+use eventlogs_host::registry::{Registry, RegistryError, RegistryOptions};
 use eventlogs_host::runtime::InvalidComponent;
 use eventlogs_host::store::postgres::PostgresStore;
 use eventlogs_host::store::sqlite::SqliteStore;
@@ -265,3 +265,99 @@ on_both!(
     deploys_are_validated_immutable_and_idempotent,
     activations_reach_other_processes_within_a_second,
 );
+
+/// A SQLite catalog and a registry over it with `options`.
+async fn registry_with(options: RegistryOptions) -> (Arc<dyn ReducerCatalog>, Arc<Registry>) {
+    let store = SqliteStore::connect(&sqlite_database()).await.unwrap();
+    let catalog: Arc<dyn ReducerCatalog> = Arc::new(store);
+    let registry = Registry::open_with(runtime(|_| {}), catalog.clone(), options)
+        .await
+        .unwrap();
+    (catalog, registry)
+}
+
+/// A stored version that does not compile here (another host's limits, a
+/// corrupted row) is compiled once for 20 concurrent asks, then answered
+/// with its error without compiling until its back-off ends, and compiled
+/// again after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_fails_to_compile_is_tried_again_only_after_its_back_off() {
+    let back_off = Duration::from_millis(400);
+    let (catalog, registry) = registry_with(RegistryOptions {
+        failure_back_off: back_off,
+        ..RegistryOptions::default()
+    })
+    .await;
+    let (stored, _) = catalog
+        .put_version("broken", b"\0asm\x0d\0\x01\0 not a component")
+        .await
+        .unwrap();
+    let version = stored.version;
+    let asks: Vec<_> = (0..20)
+        .map(|_| {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.version("broken", version).await })
+        })
+        .collect();
+    for ask in asks {
+        assert!(matches!(
+            ask.await.unwrap(),
+            Err(RegistryError::Invalid(InvalidComponent::NotAComponent(_)))
+        ));
+    }
+    assert_eq!(registry.compilations(), 1);
+    let started = Instant::now();
+    while started.elapsed() < back_off / 2 {
+        assert!(registry.version("broken", version).await.is_err());
+    }
+    assert_eq!(
+        registry.compilations(),
+        1,
+        "compiled again during its back-off"
+    );
+    tokio::time::sleep(back_off).await;
+    assert!(registry.version("broken", version).await.is_err());
+    assert_eq!(
+        registry.compilations(),
+        2,
+        "not tried again after its back-off"
+    );
+}
+
+/// With room for one inactive version, asking for another inactive version
+/// drops the least recently used one (it compiles again when asked for),
+/// while the active version is never dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inactive_versions_beyond_the_bound_are_dropped_least_recently_used_first() {
+    let options = RegistryOptions {
+        inactive_versions: 1,
+        ..RegistryOptions::default()
+    };
+    let (catalog, deployer) = registry_with(options.clone()).await;
+    let mut versions = Vec::new();
+    for bytes in ["payment", "counter", "fixture_single_event"] {
+        let deployed = deployer.deploy("pay", plugin(bytes)).await.unwrap();
+        versions.push(deployed.version.version);
+    }
+    let [first, second, active] = versions[..] else {
+        unreachable!()
+    };
+    // A fresh process compiles only the active version.
+    let registry = Registry::open_with(runtime(|_| {}), catalog, options)
+        .await
+        .unwrap();
+    let compiled = |expected: u64| assert_eq!(registry.compilations(), expected);
+    compiled(1);
+    registry.version("pay", first).await.unwrap();
+    registry.version("pay", first).await.unwrap();
+    compiled(2);
+    registry.version("pay", second).await.unwrap();
+    compiled(3);
+    registry.version("pay", second).await.unwrap();
+    compiled(3);
+    registry.version("pay", first).await.unwrap();
+    compiled(4);
+    registry.version("pay", active).await.unwrap();
+    assert_eq!(registry.active("pay").unwrap().version(), active);
+    compiled(4);
+}

@@ -8,10 +8,21 @@
 //! it, and the next lookup sees the new version. Every process follows the
 //! catalog's activations ([`Registry::watch`]) and applies them in
 //! generation order, so a late hint can never roll a name back.
+//!
+//! Versions other than the active ones are compiled on demand (a reader
+//! asking for `?version=`), once however many ask at the same time, and
+//! kept up to [`RegistryOptions::inactive_versions`], the least recently
+//! used dropped first. A stored version that fails to compile here is
+//! answered from [`failures`] until its back-off ends.
+
+mod failures;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use failures::Failures;
 
 use crate::Version;
 use crate::runtime::{InvalidComponent, Reducer, Runtime};
@@ -73,11 +84,39 @@ pub struct ReducerInfo {
     pub versions: Vec<StoredVersion>,
 }
 
+/// How the registry keeps compiled versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryOptions {
+    /// Most versions kept compiled besides the active ones, across every
+    /// name; the least recently used is dropped first.
+    pub inactive_versions: usize,
+    /// How long a stored version that failed to compile is answered with
+    /// its error before it is compiled again; doubles with each failure.
+    pub failure_back_off: Duration,
+    /// The longest such back-off.
+    pub failure_back_off_max: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            inactive_versions: 16,
+            failure_back_off: Duration::from_secs(1),
+            failure_back_off_max: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Compiled reducer versions by name, following the catalog's activations.
 pub struct Registry {
     runtime: Runtime,
     catalog: Arc<dyn ReducerCatalog>,
+    options: RegistryOptions,
     names: RwLock<HashMap<String, Named>>,
+    /// Stored versions that failed to compile, in back-off.
+    failures: Failures,
+    /// Ticks on every use of a compiled version (its recency).
+    uses: AtomicU64,
     /// One lock per version being compiled on demand, so concurrent
     /// requests for it wait for one compilation.
     flights: std::sync::Mutex<HashMap<(String, Version), Flight>>,
@@ -96,20 +135,40 @@ const CONCURRENT_COMPILES: usize = 2;
 #[derive(Default)]
 struct Named {
     /// Versions compiled in this process.
-    compiled: HashMap<Version, Reducer>,
+    compiled: HashMap<Version, Compiled>,
     /// The active version and the generation of its activation.
     active: Option<(Version, i64)>,
 }
 
+/// A compiled version and when it was last used.
+struct Compiled {
+    reducer: Reducer,
+    /// The registry's use tick at its last use.
+    used: AtomicU64,
+}
+
 impl Registry {
-    /// A registry over `catalog`, with every active version compiled.
+    /// A registry over `catalog`, with every active version compiled and
+    /// the default [`RegistryOptions`].
     pub async fn open(
         runtime: Runtime,
         catalog: Arc<dyn ReducerCatalog>,
     ) -> Result<Arc<Self>, RegistryError> {
+        Self::open_with(runtime, catalog, RegistryOptions::default()).await
+    }
+
+    /// A registry over `catalog`, with every active version compiled.
+    pub async fn open_with(
+        runtime: Runtime,
+        catalog: Arc<dyn ReducerCatalog>,
+        options: RegistryOptions,
+    ) -> Result<Arc<Self>, RegistryError> {
         let registry = Arc::new(Self {
             runtime,
             catalog,
+            failures: Failures::new(options.failure_back_off, options.failure_back_off_max),
+            options,
+            uses: AtomicU64::new(0),
             names: RwLock::default(),
             flights: std::sync::Mutex::default(),
             compile_slots: tokio::sync::Semaphore::new(CONCURRENT_COMPILES),
@@ -193,7 +252,7 @@ impl Registry {
     pub fn active(&self, name: &str) -> Option<Reducer> {
         let names = self.names.read().expect("registry lock");
         let named = names.get(name)?;
-        named.compiled.get(&named.active?.0).cloned()
+        Some(named.compiled.get(&named.active?.0)?.reducer.clone())
     }
 
     /// The active version of `name`, rereading the catalog first if this
@@ -209,10 +268,14 @@ impl Registry {
 
     /// A stored version of `name`, compiled on first use: once, however
     /// many requests ask for it at the same time, and at most
-    /// two versions at a time.
+    /// two versions at a time. A version that failed to compile is
+    /// answered with that error until its back-off ends.
     pub async fn version(&self, name: &str, version: Version) -> Result<Reducer, RegistryError> {
         if let Some(reducer) = self.compiled(name, version) {
             return Ok(reducer);
+        }
+        if let Some(error) = self.failures.current(name, version) {
+            return Err(error);
         }
         let flight = self
             .flights
@@ -237,29 +300,89 @@ impl Registry {
     }
 
     async fn compile_stored(&self, name: &str, version: Version) -> Result<Reducer, RegistryError> {
-        // Another request in this flight may have compiled it meanwhile.
+        // Another request in this flight may have compiled it, or failed
+        // to, meanwhile.
         if let Some(reducer) = self.compiled(name, version) {
             return Ok(reducer);
+        }
+        if let Some(error) = self.failures.current(name, version) {
+            return Err(error);
         }
         let _slot = self
             .compile_slots
             .acquire()
             .await
             .expect("the compile semaphore is never closed");
-        self.compilations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.compilations.fetch_add(1, Ordering::Relaxed);
         let bytes = self
             .catalog
             .version_bytes(name, version)
             .await?
             .ok_or_else(|| RegistryError::VersionNotFound(name.to_owned(), version))?;
         let runtime = self.runtime.clone();
-        let reducer = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+        let compiled = tokio::task::spawn_blocking(move || runtime.load(&bytes))
             .await
-            .expect("compile thread panicked")?;
+            .expect("compile thread panicked");
+        let reducer = match compiled {
+            Ok(reducer) => reducer,
+            Err(invalid) => {
+                let error = RegistryError::from(invalid);
+                self.failures.record(name, version, &error);
+                return Err(error);
+            }
+        };
+        self.failures.clear(name, version);
+        Ok(self.keep(name, reducer))
+    }
+
+    /// Keeps a compiled version (or the one kept already), dropping the
+    /// least recently used inactive versions beyond the bound.
+    fn keep(&self, name: &str, reducer: Reducer) -> Reducer {
         let mut names = self.names.write().expect("registry lock");
-        let named = names.entry(name.to_owned()).or_default();
-        Ok(named.compiled.entry(version).or_insert(reducer).clone())
+        let used = self.uses.fetch_add(1, Ordering::Relaxed);
+        let kept = names
+            .entry(name.to_owned())
+            .or_default()
+            .compiled
+            .entry(reducer.version())
+            .or_insert_with(|| Compiled {
+                reducer,
+                used: AtomicU64::new(used),
+            })
+            .reducer
+            .clone();
+        self.evict_inactive(&mut names);
+        kept
+    }
+
+    /// Drops the least recently used inactive versions until at most
+    /// [`RegistryOptions::inactive_versions`] are left. A fold that holds
+    /// one finishes on it.
+    fn evict_inactive(&self, names: &mut HashMap<String, Named>) {
+        let mut inactive: Vec<(u64, String, Version)> = names
+            .iter()
+            .flat_map(|(name, named)| {
+                let active = named.active.map(|(version, _)| version);
+                named
+                    .compiled
+                    .iter()
+                    .filter(move |(version, _)| Some(**version) != active)
+                    .map(|(version, c)| (c.used.load(Ordering::Relaxed), name.clone(), *version))
+            })
+            .collect();
+        let excess = inactive
+            .len()
+            .saturating_sub(self.options.inactive_versions);
+        if excess == 0 {
+            return;
+        }
+        inactive.sort_unstable_by_key(|(used, _, _)| *used);
+        for (_, name, version) in inactive.into_iter().take(excess) {
+            if let Some(named) = names.get_mut(&name) {
+                named.compiled.remove(&version);
+                tracing::debug!(reducer = name, %version, "inactive version dropped");
+            }
+        }
     }
 
     /// Every reducer name with an active version.
@@ -352,7 +475,11 @@ impl Registry {
 
     fn compiled(&self, name: &str, version: Version) -> Option<Reducer> {
         let names = self.names.read().expect("registry lock");
-        names.get(name)?.compiled.get(&version).cloned()
+        let compiled = names.get(name)?.compiled.get(&version)?;
+        compiled
+            .used
+            .store(self.uses.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        Some(compiled.reducer.clone())
     }
 
     fn is_newer(&self, activation: &Activation) -> bool {
@@ -365,14 +492,23 @@ impl Registry {
     /// activation was applied meanwhile.
     fn apply(&self, activation: &Activation, reducer: Reducer) {
         let mut names = self.names.write().expect("registry lock");
+        let used = self.uses.fetch_add(1, Ordering::Relaxed);
         let named = names.entry(activation.name.clone()).or_default();
-        named.compiled.insert(activation.version, reducer);
+        named
+            .compiled
+            .entry(activation.version)
+            .or_insert_with(|| Compiled {
+                reducer,
+                used: AtomicU64::new(used),
+            });
         if named
             .active
             .is_none_or(|(_, generation)| generation < activation.generation)
         {
             named.active = Some((activation.version, activation.generation));
         }
+        // The version this one replaced is inactive now.
+        self.evict_inactive(&mut names);
     }
 }
 
