@@ -223,3 +223,32 @@ async fn a_long_call_gives_way_and_still_stops_at_its_deadline() {
     let priority = rt.run(nice).await;
     assert_eq!(priority, base);
 }
+
+/// A component with more core instances or memories than a reducer may
+/// have (32 and 4) is refused at upload, before anything of it runs: it
+/// could otherwise reserve one memory cap per memory. Memories within the
+/// bound share one cap (`the_memory_cap_counts_every_memory_together` in
+/// the sandbox's unit tests).
+#[test]
+fn components_with_too_many_memories_or_instances_are_refused_at_upload() {
+    let rt = runtime(|_| {});
+    for (fixture, text, why) in [
+        (
+            "many-memories",
+            include_str!("fixtures/many-memories.wat"),
+            "5 Wasm linear memories, which exceeds the configured maximum of 4",
+        ),
+        (
+            "many-instances",
+            include_str!("fixtures/many-instances.wat"),
+            "33 core module instances, which exceeds the configured maximum of 32",
+        ),
+    ] {
+        let bytes = wat::parse_str(text).unwrap();
+        let before = rss_kib();
+        let refused = rt.load(&bytes).err();
+        let error = refused.unwrap_or_else(|| panic!("{fixture} was accepted"));
+        assert!(error.to_string().contains(why), "{fixture}: {error}");
+        assert!(rss_kib() < before + 16 * 1024, "{fixture} grew the host");
+    }
+}
