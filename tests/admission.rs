@@ -73,13 +73,19 @@ async fn a_busy_reducer_is_refused_after_its_queue_timeout_and_others_are_served
     // With the turn given back, the second log is folded (and times out).
     let (status, _) = reduce(&daemon, &second).await;
     assert_eq!(status, 422);
+    // After three looping folds, the fourth starts at the lowest priority.
+    for _ in 0..2 {
+        let (status, _) = reduce(&daemon, &first).await;
+        assert_eq!(status, 422);
+    }
 
-    // Both are counted: the refusal, and the looping calls that continued
-    // at the lowest priority.
+    // All are counted: the refusal, the looping calls that continued at the
+    // lowest priority, and those that started there.
     let metrics = daemon.get("/metrics").await.text().await.unwrap();
     for name in [
         "eventlogs_reducer_busy_total",
         "eventlogs_reducer_calls_demoted_total",
+        "eventlogs_reducer_calls_started_demoted_total",
     ] {
         let count: f64 = metrics
             .lines()

@@ -215,8 +215,10 @@ async fn a_long_call_gives_way_and_still_stops_at_its_deadline() {
         elapsed >= timeout - Duration::from_millis(10),
         "stopped early: {elapsed:?}"
     );
+    // At nice 19 the call notices its deadline only when it gets a core,
+    // which on a machine busy with other tests can take a while.
     assert!(
-        elapsed <= timeout + Duration::from_millis(60),
+        elapsed <= timeout + Duration::from_millis(300),
         "stopped late: {elapsed:?}"
     );
     // The demoted thread took no further call.
@@ -251,4 +253,41 @@ fn components_with_too_many_memories_or_instances_are_refused_at_upload() {
         assert!(error.to_string().contains(why), "{fixture}: {error}");
         assert!(rss_kib() < before + 16 * 1024, "{fixture} grew the host");
     }
+}
+
+/// A version whose last three calls all ran long (here: looped to their
+/// deadline) starts its next calls at the lowest priority, before running
+/// anything; other versions' calls are unaffected, and the suspect still
+/// runs to its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_calls_keep_running_long_starts_its_next_calls_demoted() {
+    let timeout = Duration::from_millis(100);
+    let rt = runtime(|l| {
+        l.call_timeout = timeout;
+        l.demote_after = Duration::from_millis(20);
+    });
+    let spinner = load(&rt, "fixture_infinite_loop");
+    let counter = load(&rt, "counter");
+    let mut started_demoted = 0;
+    for fold in 1..=5 {
+        let one = spinner.clone();
+        let started = Instant::now();
+        let kind = rt.run(move || fail(&one)).await;
+        assert_eq!(kind, FailureKind::Timeout(timeout));
+        assert!(started.elapsed() >= timeout - Duration::from_millis(10));
+        // The first three folds earn their demotion; every call of later
+        // ones (instantiate, create, fold) starts with it.
+        let now = spinner.calls_started_demoted();
+        if fold <= 3 {
+            assert_eq!(now, 0, "fold {fold}");
+        } else {
+            assert!(now > started_demoted, "fold {fold}");
+        }
+        started_demoted = now;
+        let counting = counter.clone();
+        rt.run(move || counting.start().unwrap().finish().unwrap())
+            .await;
+    }
+    assert_eq!(counter.calls_started_demoted(), 0);
+    assert_eq!(rt.demoted_calls(), 5);
 }

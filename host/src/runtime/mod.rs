@@ -19,6 +19,7 @@
 
 mod batch;
 mod bindings;
+mod conduct;
 mod engine;
 mod epoch;
 mod error;

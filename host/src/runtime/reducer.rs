@@ -7,6 +7,7 @@ use wasmtime::component::ResourceAny;
 
 use super::batch::EventBatch;
 use super::bindings::{ReducerComponent, ReducerComponentPre, wit};
+use super::conduct::Conduct;
 use super::engine::Shared;
 use super::error::{FailureKind, ReducerError};
 use super::sandbox::Sandbox;
@@ -21,6 +22,8 @@ pub struct Reducer {
     pre: ReducerComponentPre<Sandbox>,
     shared: Arc<Shared>,
     validates: bool,
+    /// How this version's calls have behaved lately.
+    conduct: Arc<Conduct>,
 }
 
 /// Whether an aggregate may be cached, as the reducer decided.
@@ -52,12 +55,19 @@ impl Reducer {
             pre,
             shared,
             validates: true,
+            conduct: Arc::default(),
         }
     }
 
     /// This reducer's version: the sha256 of its component bytes.
     pub fn version(&self) -> Version {
         self.version
+    }
+
+    /// How many calls of this version started at the lowest CPU priority
+    /// because its previous calls all ran long or trapped.
+    pub fn calls_started_demoted(&self) -> u64 {
+        self.conduct.started_demoted()
     }
 
     /// Whether the reducer checks appended events before they are stored
@@ -107,7 +117,7 @@ impl Reducer {
     }
 
     fn instantiate(&self) -> Result<(Store<Sandbox>, ReducerComponent), ReducerError> {
-        let mut store = Sandbox::store(&self.shared);
+        let mut store = Sandbox::store(&self.shared, &self.conduct);
         Sandbox::arm(&mut store, &self.shared);
         match self.pre.instantiate(&mut store) {
             Ok(bindings) => Ok((store, bindings)),
@@ -268,7 +278,9 @@ fn call<R>(
     f: impl FnOnce(&mut Store<Sandbox>) -> wasmtime::Result<Result<R, wit::ReducerError>>,
 ) -> Result<R, ReducerError> {
     Sandbox::arm(store, shared);
-    let kind = match f(store) {
+    let outcome = f(store);
+    store.data_mut().settle(outcome.is_err());
+    let kind = match outcome {
         Ok(Ok(value)) => return Ok(value),
         Ok(Err(reported)) => FailureKind::reported(reported),
         Err(trap) => FailureKind::trapped(&trap, store.data(), &shared.limits),

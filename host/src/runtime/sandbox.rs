@@ -2,12 +2,14 @@
 //! nothing, a memory limiter that remembers why it refused, and the captured
 //! output.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::conduct::Conduct;
 use super::engine::Shared;
 use super::output::CapturedOutput;
 use super::threads;
@@ -30,6 +32,22 @@ pub(crate) struct Sandbox {
     output: CapturedOutput,
     /// The current call's progress towards demotion and its deadline.
     call: CallClock,
+    /// The version's record, which this store's fold adds to.
+    conduct: Arc<Conduct>,
+    /// Whether any call of this fold trapped or ran long; `None` before
+    /// the first call.
+    misbehaved: Option<bool>,
+}
+
+/// A fold adds to its version's record once, when it ends: a reduction is
+/// several calls (create or resume the aggregate, fold batches, serialise),
+/// and only the fold as a whole says whether the version behaves.
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(bad) = self.misbehaved {
+            self.conduct.settle(bad);
+        }
+    }
 }
 
 /// When the current call is demoted and when it is stopped. The deadline
@@ -38,12 +56,15 @@ pub(crate) struct Sandbox {
 /// mistaken for a long one.
 #[derive(Debug, Default)]
 struct CallClock {
-    /// The thread's CPU time when the call started, until it is demoted.
+    /// The thread's CPU time when the call started (when calls are
+    /// demoted at all).
     cpu_at_start: Option<Duration>,
     /// CPU time after which the call is demoted.
     demote_after: Duration,
     /// Ticks the call may still run after its current epoch deadline.
     ticks_left: u64,
+    /// Whether the call runs demoted already.
+    demoted: bool,
 }
 
 impl CallClock {
@@ -54,18 +75,22 @@ impl CallClock {
         if self.ticks_left == 0 {
             return UpdateDeadline::Interrupt;
         }
-        match self.cpu_at_start {
-            Some(start) if thread_cpu_time().saturating_sub(start) < self.demote_after => {
-                self.ticks_left -= 1;
-                UpdateDeadline::Continue(1)
-            }
-            Some(_) => {
-                self.cpu_at_start = None;
-                threads::demote_current_thread();
-                UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left))
-            }
-            None => UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left)),
+        if self.demoted || self.cpu_at_start.is_none() {
+            return UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left));
         }
+        if !self.ran_long() {
+            self.ticks_left -= 1;
+            return UpdateDeadline::Continue(1);
+        }
+        self.demoted = true;
+        threads::demote_current_thread();
+        UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left))
+    }
+
+    /// Whether the call has used `demote_after` of CPU time.
+    fn ran_long(&self) -> bool {
+        self.cpu_at_start
+            .is_some_and(|start| thread_cpu_time().saturating_sub(start) >= self.demote_after)
     }
 }
 
@@ -77,7 +102,7 @@ fn thread_cpu_time() -> Duration {
 
 impl Sandbox {
     /// A fresh store for one reduction, with the runtime's limits applied.
-    pub(crate) fn store(shared: &Shared) -> Store<Sandbox> {
+    pub(crate) fn store(shared: &Shared, conduct: &Arc<Conduct>) -> Store<Sandbox> {
         let output = CapturedOutput::new(shared.limits.diagnostics_bytes);
         let wasi = WasiCtx::builder()
             .stdout(output.clone())
@@ -92,6 +117,8 @@ impl Sandbox {
             limiter: Limiter::new(shared.limits.memory_bytes),
             output,
             call: CallClock::default(),
+            conduct: conduct.clone(),
+            misbehaved: None,
         };
         let mut store = Store::new(&shared.engine, sandbox);
         store.limiter(|s| &mut s.limiter);
@@ -106,12 +133,28 @@ impl Sandbox {
         let limits = &shared.limits;
         let (demote, deadline) = (limits.demote_ticks(), limits.deadline_ticks());
         let demotes = demote < deadline;
+        // A version whose recent calls all ran long or trapped starts
+        // demoted; it still runs to the same wall-clock deadline.
+        let suspect = demotes && store.data().conduct.start_demoted();
+        if suspect {
+            threads::demote_current_thread();
+        }
+        let checks_cpu = demotes && !suspect;
         store.data_mut().call = CallClock {
             cpu_at_start: demotes.then(thread_cpu_time),
             demote_after: limits.demote_after,
-            ticks_left: if demotes { deadline - demote } else { 0 },
+            ticks_left: if checks_cpu { deadline - demote } else { 0 },
+            demoted: suspect,
         };
-        store.set_epoch_deadline(if demotes { demote } else { deadline });
+        store.set_epoch_deadline(if checks_cpu { demote } else { deadline });
+    }
+
+    /// Notes how the call that just returned ended: badly if it trapped or
+    /// used `demote_after` of CPU time. The fold's conduct goes to its
+    /// version's record when the store is dropped.
+    pub(crate) fn settle(&mut self, trapped: bool) {
+        let bad = trapped || self.call.ran_long();
+        self.misbehaved = Some(self.misbehaved.unwrap_or(false) || bad);
     }
 
     /// Whether the instance asked for more memory than allowed.
@@ -217,18 +260,19 @@ mod tests {
             cpu_at_start: Some(thread_cpu_time()),
             demote_after: Duration::from_millis(20),
             ticks_left: 100,
+            demoted: false,
         };
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(10));
             assert!(matches!(clock.at_deadline(), UpdateDeadline::Continue(1)));
         }
-        assert!(clock.cpu_at_start.is_some(), "a waiting call was demoted");
+        assert!(!clock.demoted, "a waiting call was demoted");
         let spin = thread_cpu_time();
         while thread_cpu_time() - spin < Duration::from_millis(25) {
             std::hint::black_box(0u64);
         }
         assert!(matches!(clock.at_deadline(), UpdateDeadline::Continue(95)));
-        assert!(clock.cpu_at_start.is_none());
+        assert!(clock.demoted);
         assert!(matches!(clock.at_deadline(), UpdateDeadline::Interrupt));
     }
 }
