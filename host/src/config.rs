@@ -79,6 +79,13 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub fold_batch: u32,
 
+    /// Payload bytes read from the store and folded per reducer call: a
+    /// batch stops before the first event starting at or past this many
+    /// (at least one event per batch).
+    #[arg(long, env = "EVENTLOGS_FOLD_BATCH_BYTES", default_value_t = 4 << 20,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub fold_batch_bytes: u64,
+
     /// A fold from the store caches its aggregate so far every this many
     /// batches (0: only at the end), so a retry of a reduce that did not
     /// finish in time resumes from there.
@@ -198,6 +205,18 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTLOGS_PAGE_LIMIT_MAX", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub page_limit_max: u32,
+
+    /// Payload bytes per page of a log's events, cut as fold batches are
+    /// (at least one event per page).
+    #[arg(long, env = "EVENTLOGS_PAGE_BYTES", default_value_t = 4 << 20,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub page_bytes: u64,
+
+    /// Largest event a create or append may carry, in bytes of its JSON
+    /// text (larger: 413 `event-too-large`).
+    #[arg(long, env = "EVENTLOGS_MAX_EVENT_BYTES", default_value_t = 1 << 20,
+          value_parser = usize_in(1, 1 << 30))]
+    pub max_event_bytes: usize,
 
     /// A bearer token and its scopes, as `SCOPES:SECRET` with SCOPES a
     /// comma-separated subset of read, write, admin. Repeatable; in the

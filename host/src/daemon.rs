@@ -100,6 +100,8 @@ impl Daemon {
         let watch = registry.watch();
         let options = LogManagerOptions {
             batch_size: config.fold_batch,
+            batch_bytes: config.fold_batch_bytes,
+            page_bytes: config.page_bytes,
             cache_min_events: config.cache_min_events,
             cache_ttl: config.cache_ttl_secs.map(Duration::from_secs),
             deploy_sample_logs: config.deploy_sample_logs,
@@ -131,6 +133,7 @@ impl Daemon {
             metrics,
             page_limit_max: config.page_limit_max,
             max_events_per_request: config.max_events_per_request,
+            max_event_bytes: config.max_event_bytes,
         };
         let router = http::router(
             state,

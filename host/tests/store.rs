@@ -12,7 +12,7 @@ use eventlogs_host::LogId;
 use eventlogs_host::payload::Payload;
 use eventlogs_host::store::postgres::PostgresStore;
 use eventlogs_host::store::sqlite::SqliteStore;
-use eventlogs_host::store::{Appended, EventStore, StoreError, Write, Written};
+use eventlogs_host::store::{Appended, EventStore, StoreError, StoredEvent, Write, Written};
 use serde_json::{Value, json};
 
 type Store = Arc<dyn EventStore>;
@@ -54,6 +54,7 @@ behaviours!(
     payloads_come_back_byte_for_byte,
     bad_requests_store_nothing,
     forgotten_keys_make_a_retry_a_new_request,
+    pages_are_cut_at_their_byte_budget,
 );
 
 fn payment(n: i64) -> Value {
@@ -88,7 +89,7 @@ fn stored_now(written: Result<Written, StoreError>) -> Appended {
 }
 
 async fn stored(store: &Store, log_id: LogId) -> Vec<(u64, Value)> {
-    let events = store.events(log_id, 0, 100_000).await.unwrap();
+    let events = store.events(log_id, 0, 100_000, u64::MAX).await.unwrap();
     events
         .into_iter()
         .map(|e| (e.index, serde_json::from_str(&e.payload).unwrap()))
@@ -105,7 +106,7 @@ async fn create_append_and_page(store: Store) {
     let info = store.log(log_id).await.unwrap();
     assert_eq!((info.reducer.as_str(), info.last_index), ("payment", 3));
 
-    let all = store.events(log_id, 0, 101).await.unwrap();
+    let all = store.events(log_id, 0, 101, u64::MAX).await.unwrap();
     assert_eq!(
         all.iter().map(|e| e.index).collect::<Vec<_>>(),
         [0, 1, 2, 3]
@@ -120,17 +121,53 @@ async fn create_append_and_page(store: Store) {
         .collect();
     assert_eq!(payloads, [payment(1), payment(2), payment(3), payment(4)]);
 
-    let page = store.events(log_id, 2, 1).await.unwrap();
+    let page = store.events(log_id, 2, 1, u64::MAX).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].index, 2);
-    assert!(store.events(log_id, 4, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .events(log_id, 4, 10, u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A page stops before the first event that starts at or past its byte
+/// budget, and always holds at least one event.
+async fn pages_are_cut_at_their_byte_budget(store: Store) {
+    let padded = |n: usize| json!({ "pad": "x".repeat(n) });
+    let log_id = create(&store, &[padded(90)]).await;
+    let more = [padded(90), padded(90), padded(500), padded(90)];
+    stored_now(store.write(append(log_id, &more, Some(0), None)).await);
+    let sizes: Vec<usize> = store
+        .events(log_id, 0, 10, u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.payload.len())
+        .collect();
+    assert_eq!(sizes, [100, 100, 100, 510, 100]);
+    let indexes = |page: Vec<StoredEvent>| page.iter().map(|e| e.index).collect::<Vec<_>>();
+    // 100 + 100 = 200 < 250: the third starts within the budget.
+    let page = store.events(log_id, 0, 10, 250).await.unwrap();
+    assert_eq!(indexes(page), [0, 1, 2]);
+    // The fourth (510 bytes) alone exceeds 100: still one event.
+    let page = store.events(log_id, 3, 10, 100).await.unwrap();
+    assert_eq!(indexes(page), [3]);
+    // Exactly at the budget: the next event is left out.
+    let page = store.events(log_id, 1, 10, 200).await.unwrap();
+    assert_eq!(indexes(page), [1, 2]);
+    // The count still bounds it.
+    let page = store.events(log_id, 0, 2, u64::MAX).await.unwrap();
+    assert_eq!(indexes(page), [0, 1]);
 }
 
 async fn unknown_logs_are_not_found(store: Store) {
     let ghost = LogId::new();
     assert_eq!(store.log(ghost).await, Err(StoreError::LogNotFound(ghost)));
     assert_eq!(
-        store.events(ghost, 0, 10).await,
+        store.events(ghost, 0, 10, u64::MAX).await,
         Err(StoreError::LogNotFound(ghost))
     );
     assert_eq!(
@@ -410,7 +447,7 @@ async fn payloads_come_back_byte_for_byte(store: Store) {
             .await,
     );
     let back: Vec<String> = store
-        .events(log_id, 0, 100)
+        .events(log_id, 0, 100, u64::MAX)
         .await
         .unwrap()
         .into_iter()
@@ -545,7 +582,7 @@ async fn two_writers_append_to_one_log(postgres_db: bool) {
     for task in tasks {
         task.await.unwrap();
     }
-    let events = stores[1].events(log_id, 0, 1000).await.unwrap();
+    let events = stores[1].events(log_id, 0, 1000, u64::MAX).await.unwrap();
     let indexes: Vec<u64> = events.iter().map(|e| e.index).collect();
     assert_eq!(indexes, (0..=400).collect::<Vec<_>>());
     let mut positions: Vec<u64> = events.iter().map(|e| e.position).collect();

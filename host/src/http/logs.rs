@@ -151,7 +151,7 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<CreateLog>,
 ) -> Result<Response, Problem> {
-    let events = one_or_many(body.events, body.event, state.max_events_per_request)?;
+    let events = one_or_many(body.events, body.event, &state)?;
     let key = idempotency_key(&headers)?;
     let log_id = body.log_id.as_deref().map(log_id).transpose()?;
     let outcome = state
@@ -185,7 +185,7 @@ pub async fn append(
     Json(body): Json<AppendEvents>,
 ) -> Result<Response, Problem> {
     let log_id = log_id(&id)?;
-    let events = one_or_many(body.events, body.event, state.max_events_per_request)?;
+    let events = one_or_many(body.events, body.event, &state)?;
     let key = idempotency_key(&headers)?;
     let outcome = state
         .manager
@@ -245,7 +245,10 @@ pub async fn events(
     }
     // One more than asked tells whether a next page exists.
     let mut stored = state.manager.load(log_id, from, limit + 1).await?;
-    let more = stored.len() > limit as usize;
+    // A page is also cut at the page byte budget: one that reached it may
+    // have more after it.
+    let bytes: usize = stored.iter().map(|e| e.payload.len()).sum();
+    let more = stored.len() > limit as usize || bytes as u64 >= state.manager.page_bytes();
     stored.truncate(limit as usize);
     let next = stored.last().map(|e| e.index + 1);
     let records = stored
@@ -315,13 +318,14 @@ fn aggregate_body(reduction: Reduction) -> Result<Aggregate, Problem> {
     })
 }
 
-/// `events` or `event`, exactly one of them, not empty, at most `max`,
-/// each storable.
+/// `events` or `event`, exactly one of them, not empty, at most
+/// `max_events_per_request`, each storable and at most `max_event_bytes`.
 fn one_or_many(
     events: Option<Vec<Box<RawValue>>>,
     event: Option<Box<RawValue>>,
-    max: u32,
+    state: &AppState,
 ) -> Result<Events, Problem> {
+    let max = state.max_events_per_request;
     if let Some(events) = &events
         && events.len() > max as usize
     {
@@ -341,6 +345,24 @@ fn one_or_many(
             ));
         }
     };
+    if let Some((i, large)) = raw
+        .iter()
+        .enumerate()
+        .find(|(_, raw)| raw.get().len() > state.max_event_bytes)
+    {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "event-too-large",
+            "Event too large",
+            format!(
+                "event {i} of the request has {} bytes; at most {}",
+                large.get().len(),
+                state.max_event_bytes
+            ),
+        )
+        .with("event", i)
+        .with("limit", state.max_event_bytes));
+    }
     raw.into_iter()
         .enumerate()
         .map(|(i, raw)| {

@@ -55,6 +55,8 @@ pub struct AppState {
     pub page_limit_max: u32,
     /// Most events one create or append may carry.
     pub max_events_per_request: u32,
+    /// Largest event (its JSON text) a create or append may carry, in bytes.
+    pub max_event_bytes: usize,
 }
 
 /// Limits and access control of a router.

@@ -49,6 +49,11 @@ impl LogManager {
         log_id: LogId,
         start: Start,
     ) -> Result<AtEnd, LogError> {
+        // The log's end, when the caller knows it: the fold stops there.
+        let end = match start {
+            Start::Cached { end } => end,
+            Start::Presumed | Start::Empty => None,
+        };
         let cached = match start {
             Start::Cached { end } => self.cached(key, end).await,
             Start::Presumed => self.cached(key, None).await,
@@ -61,7 +66,12 @@ impl LogManager {
             Some(cached) if start != Start::Presumed => {
                 let mut page = self
                     .store
-                    .tail(log_id, cached.through_index, self.options.batch_size + 1)
+                    .tail(
+                        log_id,
+                        cached.through_index,
+                        self.options.batch_size + 1,
+                        self.options.batch_bytes,
+                    )
                     .await?;
                 if page.first().is_some_and(|event| anchored(&cached, event)) {
                     page.remove(0);
@@ -122,12 +132,17 @@ impl LogManager {
                 (Some(page), _) => page,
                 (None, None) => {
                     self.store
-                        .events(log_id, 0, self.options.batch_size)
+                        .events(log_id, 0, self.options.batch_size, self.options.batch_bytes)
                         .await?
                 }
                 (None, Some(t)) => {
                     self.store
-                        .tail(log_id, t + 1, self.options.batch_size)
+                        .tail(
+                            log_id,
+                            t + 1,
+                            self.options.batch_size,
+                            self.options.batch_bytes,
+                        )
                         .await?
                 }
             };
@@ -144,8 +159,9 @@ impl LogManager {
                     .push(event.index, event.recorded_at, event.payload.as_bytes())
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             }
-            // A short page is the end; no need to ask for an empty one.
-            let at_end = page.len() < self.options.batch_size as usize;
+            // Pages are cut by bytes as well as by count, so a short page is
+            // not the end: a known end is, and otherwise an empty page.
+            let at_end = end.is_some_and(|end| last.index >= end);
             batches += 1;
             // Reads leave a checkpoint every so many batches (the end is
             // cached by the reduce itself), so a retry of a reduce that did

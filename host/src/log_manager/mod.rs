@@ -44,8 +44,14 @@ use turns::Turns;
 /// Tuning of a [`LogManager`].
 #[derive(Debug, Clone)]
 pub struct LogManagerOptions {
-    /// Events fetched from the store and folded per reducer call.
+    /// Events fetched from the store and folded per reducer call, at most.
     pub batch_size: u32,
+    /// Payload bytes fetched and folded per reducer call: a batch stops
+    /// before the first event that starts at or past this many (it always
+    /// holds at least one event).
+    pub batch_bytes: u64,
+    /// Payload bytes per page of a log's events, cut the same way.
+    pub page_bytes: u64,
     /// Logs shorter than this (in events) are not cached.
     pub cache_min_events: u64,
     /// How long cached reductions live; `None` keeps them until evicted.
@@ -69,6 +75,8 @@ impl Default for LogManagerOptions {
     fn default() -> Self {
         Self {
             batch_size: 1000,
+            batch_bytes: 4 << 20,
+            page_bytes: 4 << 20,
             cache_min_events: 0,
             cache_ttl: None,
             deploy_sample_logs: 100,
@@ -239,14 +247,23 @@ impl LogManager {
         Ok(info)
     }
 
-    /// A page of a log's events.
+    /// The payload bytes a page of events is cut at.
+    pub fn page_bytes(&self) -> u64 {
+        self.options.page_bytes
+    }
+
+    /// A page of a log's events: up to `limit`, cut at the page byte
+    /// budget (at least one event).
     pub async fn load(
         &self,
         log_id: LogId,
         from: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, LogError> {
-        Ok(self.store.events(log_id, from, limit).await?)
+        Ok(self
+            .store
+            .events(log_id, from, limit, self.options.page_bytes)
+            .await?)
     }
 
     /// Up to `limit` events of all logs after global position `after`, in

@@ -37,6 +37,7 @@ pub(crate) struct Rows<'a> {
     pub(crate) event_ordinal: Vec<i64>,
     pub(crate) event_recorded_at: Vec<i64>,
     pub(crate) event_payload: Vec<&'a str>,
+    pub(crate) event_bytes: Vec<i32>,
     /// New logs: id, reducer, created_at, and the last index and the
     /// ordinal of the last event they hold after this batch.
     pub(crate) create_log: Vec<Uuid>,
@@ -158,6 +159,8 @@ pub(crate) fn plan<'a>(
             rows.event_ordinal.push(ordinal as i64);
             rows.event_recorded_at.push(write.recorded_at);
             rows.event_payload.push(event.as_str());
+            rows.event_bytes
+                .push(i32::try_from(event.as_str().len()).unwrap_or(i32::MAX));
         }
         let first_ordinal = ordinal + 1 - n;
         lasts.insert(write.log_id, (appended.last_index, ordinal));

@@ -157,15 +157,18 @@ pub trait EventStore: Send + Sync {
     /// A log's metadata.
     async fn log(&self, log_id: LogId) -> Result<LogInfo, StoreError>;
 
-    /// Up to `limit` events of a log from index `from`, in order. An empty
+    /// Up to `limit` events of a log from index `from`, in order, cut once
+    /// their payloads reach `max_bytes` (at least one event: the page stops
+    /// before the first event that starts at or past the budget). An empty
     /// page past the end; [`StoreError::LogNotFound`] for an unknown log.
     async fn events(
         &self,
         log_id: LogId,
         from: u64,
         limit: u32,
+        max_bytes: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let page = self.tail(log_id, from, limit).await?;
+        let page = self.tail(log_id, from, limit, max_bytes).await?;
         if page.is_empty() {
             // An empty page is only an answer for a log that exists.
             self.log(log_id).await?;
@@ -180,6 +183,7 @@ pub trait EventStore: Send + Sync {
         log_id: LogId,
         from: u64,
         limit: u32,
+        max_bytes: u64,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Up to `limit` events of every log with a position after `after`, in

@@ -194,13 +194,15 @@ async fn store_rows(
     }
     for i in 0..rows.event_log.len() {
         sqlx::query(
-            "INSERT INTO events (log_id, idx, position, recorded_at, payload) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO events (log_id, idx, position, recorded_at, payload, payload_bytes)
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(rows.event_log[i])
         .bind(rows.event_index[i])
         .bind(base + rows.event_ordinal[i])
         .bind(rows.event_recorded_at[i])
         .bind(rows.event_payload[i])
+        .bind(rows.event_bytes[i])
         .execute(&mut *tx)
         .await?;
     }
@@ -265,14 +267,23 @@ impl EventStore for SqliteStore {
         log_id: LogId,
         from: u64,
         limit: u32,
+        max_bytes: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        // The budget is applied over the sizes first, so the payloads it
+        // leaves out are never copied.
         let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT log_id, idx, position, recorded_at, payload FROM events
-             WHERE log_id = ?1 AND idx >= ?2 AND idx < ?2 + ?3 ORDER BY idx",
+             WHERE log_id = ?1 AND idx >= ?2 AND idx <= (
+                 SELECT max(idx) FROM (
+                     SELECT idx, sum(payload_bytes) OVER (ORDER BY idx) - payload_bytes AS before
+                     FROM events WHERE log_id = ?1 AND idx >= ?2 AND idx < ?2 + ?3
+                 ) WHERE before < ?4)
+             ORDER BY idx",
         )
         .bind(log_id.as_uuid())
         .bind(i64::try_from(from).unwrap_or(i64::MAX - i64::from(u32::MAX)))
         .bind(i64::from(limit))
+        .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;

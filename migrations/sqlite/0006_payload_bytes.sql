@@ -1,0 +1,4 @@
+-- Each event's payload size in bytes, so that pages and fold batches can be
+-- cut at a byte budget without reading the payloads they leave out.
+ALTER TABLE events ADD COLUMN payload_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET payload_bytes = length(CAST(payload AS BLOB));
