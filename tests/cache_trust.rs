@@ -64,4 +64,16 @@ async fn daemons_on_one_database_share_a_generated_secret_and_others_are_not_tru
     assert_eq!(by_third["from_cache"], false, "{by_third}");
     assert_eq!(by_third["events_folded"], 3);
     assert_eq!(by_third["aggregate"], by_first["aggregate"]);
+    // And counts it where operators look.
+    let metrics = third.get("/metrics").await.text().await.unwrap();
+    let rejected: f64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("eventlogs_cache_rejected_total")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("eventlogs_cache_rejected_total missing from {metrics}"));
+    assert!(rejected >= 1.0, "{rejected} rejected");
 }

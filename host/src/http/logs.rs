@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::Problem;
 use super::extract::{Json, Query, expected_index, idempotency_key, log_id};
+use super::json_array;
 use crate::Version;
 use crate::log_manager::{Append, LogError, Reduction};
 use crate::payload::{Payload, PayloadError};
@@ -262,7 +263,7 @@ pub async fn events(
             })
         })
         .collect::<Result<Vec<_>, Problem>>()?;
-    let mut response = axum::Json(records).into_response();
+    let mut response = json_array::streamed(records);
     if let (true, Some(next)) = (more, next) {
         let link = format!("</v1/logs/{log_id}/events?from={next}&limit={limit}>; rel=\"next\"");
         response.headers_mut().insert(

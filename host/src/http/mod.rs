@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod host_check;
+mod json_array;
 mod logs;
 mod metrics;
 mod probes;
