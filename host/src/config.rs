@@ -33,6 +33,12 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTLOGS_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// A PEM certificate authority that signs the Redis server's TLS
+    /// certificate, for a `rediss://` URL whose certificate the system does
+    /// not trust.
+    #[arg(long, env = "EVENTLOGS_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Prefix of every Redis key (to share one Redis between deployments).
     #[arg(long, env = "EVENTLOGS_REDIS_PREFIX", default_value = "eventlogs:")]
     pub redis_prefix: String,

@@ -87,7 +87,19 @@ impl Daemon {
                 let secret = CacheSecret::new(secret).map_err(|_| {
                     DaemonError::Config("--cache-secret has at least 16 characters".into())
                 })?;
-                Arc::new(RedisCache::new(url, &config.redis_prefix, secret)?)
+                let cache = match &config.redis_ca_file {
+                    None => RedisCache::new(url, &config.redis_prefix, secret)?,
+                    Some(file) => {
+                        let ca = tokio::fs::read(file)
+                            .await
+                            .map_err(|source| DaemonError::Io {
+                                context: format!("reading {}", file.display()),
+                                source,
+                            })?;
+                        RedisCache::with_root_certificate(url, &config.redis_prefix, secret, ca)?
+                    }
+                };
+                Arc::new(cache)
             }
             None => Arc::new(MemoryCache::new(config.memory_cache_bytes)),
         };

@@ -22,12 +22,41 @@ pub struct RedisCache {
 }
 
 impl RedisCache {
-    /// A cache at `url` (`redis://HOST:PORT/DB`), with every key under
+    /// A cache at `url` (`redis://HOST:PORT/DB`, or `rediss://` for TLS
+    /// with a certificate the system trusts), with every key under
     /// `prefix` (e.g. `eventlogs:`) and every entry authenticated under
     /// `secret` (entries that do not verify are [`CacheError::Forged`]).
     /// Does not wait for Redis to be up.
     pub fn new(url: &str, prefix: &str, secret: CacheSecret) -> Result<Self, CacheError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        Self::connect(redis::Client::open(url), prefix, secret)
+    }
+
+    /// Like [`RedisCache::new`], for a `rediss://` URL whose server
+    /// certificate is signed by the PEM certificate authority `ca_pem`
+    /// instead of one the system trusts.
+    pub fn with_root_certificate(
+        url: &str,
+        prefix: &str,
+        secret: CacheSecret,
+        ca_pem: Vec<u8>,
+    ) -> Result<Self, CacheError> {
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem),
+        };
+        Self::connect(
+            redis::Client::build_with_tls(url, certificates),
+            prefix,
+            secret,
+        )
+    }
+
+    fn connect(
+        client: redis::RedisResult<redis::Client>,
+        prefix: &str,
+        secret: CacheSecret,
+    ) -> Result<Self, CacheError> {
+        let client = client.map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT))

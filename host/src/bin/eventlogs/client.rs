@@ -15,6 +15,11 @@ pub struct Connection {
     /// A bearer token (deploys need the admin scope).
     #[arg(long, env = "EVENTLOGS_TOKEN")]
     token: Option<String>,
+    /// A PEM certificate authority to trust for an `https://` URL (for
+    /// example a TLS proxy in front of the daemon with a private CA),
+    /// besides the usual web roots.
+    #[arg(long, env = "EVENTLOGS_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// `eventlogs deploy NAME FILE.wasm`.
@@ -29,13 +34,24 @@ pub struct DeployArgs {
 }
 
 impl Connection {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let mut client = reqwest::Client::builder();
+        if let Some(file) = &self.ca_file {
+            let pem = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", file.display()))?;
+            client = client.add_root_certificate(ca);
+        }
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        let request = reqwest::Client::new().request(method, url);
-        match &self.token {
+        let request = client.build()?.request(method, url);
+        Ok(match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
-        }
+        })
     }
 }
 
@@ -46,7 +62,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.file.display()))?;
     let response = args
         .connection
-        .request(reqwest::Method::PUT, &format!("/v1/reducers/{}", args.name))
+        .request(reqwest::Method::PUT, &format!("/v1/reducers/{}", args.name))?
         .header("content-type", "application/wasm")
         .body(bytes)
         .send()
@@ -70,7 +86,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 /// Prints every reducer, its active version and how many versions it has.
 pub async fn reducers(connection: Connection) -> anyhow::Result<()> {
     let response = connection
-        .request(reqwest::Method::GET, "/v1/reducers")
+        .request(reqwest::Method::GET, "/v1/reducers")?
         .send()
         .await
         .context("cannot reach the daemon")?;
