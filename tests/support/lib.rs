@@ -14,66 +14,9 @@ use eventlogs_host::http::auth::Token;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 
-/// The shared PostgreSQL server's admin URL (override with
-/// `EVENTLOGS_TEST_POSTGRES`).
-pub fn postgres_admin_url() -> String {
-    std::env::var("EVENTLOGS_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// The shared Redis server.
-pub const SHARED_REDIS: &str = "redis://127.0.0.1:6379/";
-
-/// Where `scripts/build-plugins` puts the compiled reducers.
-pub fn plugin_path(name: &str) -> PathBuf {
-    let dir = match std::env::var_os("EVENTLOGS_PLUGIN_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin"),
-    };
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing; build the plugins with scripts/build-plugins",
-        path.display()
-    );
-    path
-}
-
-/// The bytes of a compiled plugin.
-pub fn plugin(name: &str) -> Vec<u8> {
-    std::fs::read(plugin_path(name)).unwrap()
-}
-
-/// A new database of its own on the shared PostgreSQL, or `None` (loudly)
-/// when the server is unreachable outside CI; under `CI=true` that fails.
-pub async fn postgres_database() -> Option<String> {
-    use sqlx::Connection;
-    let admin = postgres_admin_url();
-    let mut conn = match sqlx::PgConnection::connect(&admin).await {
-        Ok(conn) => conn,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED: PostgreSQL not reachable at {admin}: {e}");
-            return None;
-        }
-        Err(e) => panic!("PostgreSQL is required under CI=true: {e}"),
-    };
-    let name = format!("eventlogs_e2e_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let (server, _) = admin
-        .rsplit_once('/')
-        .expect("EVENTLOGS_TEST_POSTGRES must end with /DATABASE");
-    Some(format!("{server}/{name}"))
-}
-
-/// A new SQLite file of its own.
-pub fn sqlite_database() -> String {
-    let dir = std::env::temp_dir().join(format!("eventlogs-e2e-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    format!("sqlite://{}", dir.join("events.db").display())
-}
+pub use eventlogs_test_env::{
+    SHARED_REDIS, plugin, plugin_path, postgres_admin_url, postgres_database, sqlite_database,
+};
 
 /// Settings for a daemon on a free loopback port over `database_url`, with
 /// the example `payment` reducer deployed at start.

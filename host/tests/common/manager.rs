@@ -15,9 +15,7 @@ use eventlogs_host::store::catalog::ReducerCatalog;
 use serde_json::Value;
 
 use super::{plugin, postgres, runtime, sqlite};
-
-/// The shared Redis server.
-pub const SHARED_REDIS: &str = "redis://127.0.0.1:6379/";
+pub use eventlogs_test_env::SHARED_REDIS;
 
 /// A log manager and the parts a test inspects.
 pub struct Parts {

@@ -5,32 +5,10 @@
 pub mod manager;
 pub mod redis;
 
-use std::path::PathBuf;
-
-use eventlogs_host::LogId;
 use eventlogs_host::runtime::{EventBatch, Limits, Reducer, Runtime};
 use eventlogs_host::store::postgres::PostgresStore;
 use eventlogs_host::store::sqlite::SqliteStore;
-
-/// Where `scripts/build-plugins` puts the compiled example reducers and
-/// fixtures (override with `EVENTLOGS_PLUGIN_DIR`).
-pub fn plugin_dir() -> PathBuf {
-    match std::env::var_os("EVENTLOGS_PLUGIN_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin"),
-    }
-}
-
-/// The bytes of a compiled plugin, e.g. `payment` or `fixture_panicking`.
-pub fn plugin(name: &str) -> Vec<u8> {
-    let path = plugin_dir().join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); build the plugins first with scripts/build-plugins",
-            path.display()
-        )
-    })
-}
+pub use eventlogs_test_env::{plugin, postgres_database, sqlite_database};
 
 /// A runtime with default limits except those `adjust` changes.
 pub fn runtime(adjust: impl FnOnce(&mut Limits)) -> Runtime {
@@ -72,12 +50,6 @@ pub fn rss_kib() -> u64 {
         .expect("VmRSS line")
 }
 
-/// The shared PostgreSQL server (override with `EVENTLOGS_TEST_POSTGRES`).
-pub fn postgres_admin_url() -> String {
-    std::env::var("EVENTLOGS_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
 /// A store on a database of its own, or `None` (loudly) when PostgreSQL is
 /// not reachable outside CI. Under `CI=true` an unreachable server fails.
 pub async fn postgres() -> Option<PostgresStore> {
@@ -89,42 +61,11 @@ pub async fn postgres() -> Option<PostgresStore> {
     )
 }
 
-/// The URL of a new, empty database of its own on the shared server, or
-/// `None` (loudly) as for [`postgres`].
-pub async fn postgres_database() -> Option<String> {
-    use sqlx::Connection;
-    let admin = postgres_admin_url();
-    let mut conn = match sqlx::PgConnection::connect(&admin).await {
-        Ok(conn) => conn,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED: PostgreSQL not reachable at {admin}: {e}");
-            return None;
-        }
-        Err(e) => panic!("PostgreSQL is required under CI=true: {e}"),
-    };
-    let name = format!("eventlogs_test_{}", LogId::new().as_uuid().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    match admin.rsplit_once('/') {
-        Some((server, _)) => Some(format!("{server}/{name}")),
-        None => panic!("EVENTLOGS_TEST_POSTGRES must end with /DATABASE"),
-    }
-}
-
 /// An embedded store in a file of its own.
 pub async fn sqlite() -> SqliteStore {
     SqliteStore::connect(&sqlite_database())
         .await
         .expect("open sqlite")
-}
-
-/// The URL of a new SQLite file of its own (created on first connect).
-pub fn sqlite_database() -> String {
-    let dir = std::env::temp_dir().join(format!("eventlogs-test-{}", LogId::new()));
-    std::fs::create_dir_all(&dir).unwrap();
-    format!("sqlite://{}", dir.join("events.db").display())
 }
 
 /// Events from JSON values (their compact text).
