@@ -271,11 +271,8 @@ impl Registry {
     /// two versions at a time. A version that failed to compile is
     /// answered with that error until its back-off ends.
     pub async fn version(&self, name: &str, version: Version) -> Result<Reducer, RegistryError> {
-        if let Some(reducer) = self.compiled(name, version) {
-            return Ok(reducer);
-        }
-        if let Some(error) = self.failures.current(name, version) {
-            return Err(error);
+        if let Some(known) = self.known(name, version) {
+            return known;
         }
         let flight = self
             .flights
@@ -302,11 +299,8 @@ impl Registry {
     async fn compile_stored(&self, name: &str, version: Version) -> Result<Reducer, RegistryError> {
         // Another request in this flight may have compiled it, or failed
         // to, meanwhile.
-        if let Some(reducer) = self.compiled(name, version) {
-            return Ok(reducer);
-        }
-        if let Some(error) = self.failures.current(name, version) {
-            return Err(error);
+        if let Some(known) = self.known(name, version) {
+            return known;
         }
         let _slot = self
             .compile_slots
@@ -333,6 +327,15 @@ impl Registry {
         };
         self.failures.clear(name, version);
         Ok(self.keep(name, reducer))
+    }
+
+    /// The version compiled, or the error it failed to compile with while
+    /// its back-off lasts; `None` if it must be compiled.
+    fn known(&self, name: &str, version: Version) -> Option<Result<Reducer, RegistryError>> {
+        if let Some(reducer) = self.compiled(name, version) {
+            return Some(Ok(reducer));
+        }
+        self.failures.current(name, version).map(Err)
     }
 
     /// Keeps a compiled version (or the one kept already), dropping the
