@@ -128,3 +128,54 @@ async fn on_postgres() {
         large_events_reduce_and_page_in_bounded_pieces(&database).await;
     }
 }
+
+/// When the cached reduction's own event fills a whole fold batch's byte
+/// budget, the events after it are still folded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_after_a_cached_event_larger_than_the_batch_budget_are_folded() {
+    let mut settings = config(&sqlite_database());
+    settings.fold_batch_bytes = 1024;
+    let daemon = TestDaemon::start(settings).await;
+    assert_eq!(
+        daemon.deploy("counter", plugin("counter")).await.status(),
+        201
+    );
+    let big = || value!({ "pad": "x".repeat(2048) });
+    let (status, created) = json(
+        daemon
+            .post(
+                "/v1/logs",
+                value!({"reducer": "counter", "events": [big(), big(), big()]}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let log = created["log_id"].as_str().unwrap().to_owned();
+    let reduce = async || {
+        json(daemon.get(&format!("/v1/logs/{log}/aggregate")).await)
+            .await
+            .1
+    };
+    assert_eq!(reduce().await["aggregate"]["count"], 3);
+    // The reduction reaches the cache in the background.
+    let started = std::time::Instant::now();
+    while reduce().await["from_cache"] != true {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "never cached"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let appended = daemon
+        .post(
+            &format!("/v1/logs/{log}/events"),
+            value!({"events": [big(), big()]}),
+        )
+        .await;
+    assert_eq!(appended.status(), 200);
+    let reduced = reduce().await;
+    assert_eq!(reduced["aggregate"]["count"], 5, "{reduced}");
+    assert_eq!(reduced["from_cache"], true);
+    assert_eq!(reduced["events_folded"], 2);
+}

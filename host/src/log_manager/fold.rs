@@ -129,13 +129,17 @@ impl LogManager {
             // From the start, an empty page means no such log; after a
             // cached reduction or a page, the log is known to exist.
             let page = match (first_page.take(), through) {
-                (Some(page), _) => page,
-                (None, None) => {
+                (Some(page), _) if !page.is_empty() => page,
+                // Only the cached entry's own event was on the first page:
+                // the end, if it is known to be there; otherwise the event
+                // may have filled the page's byte budget, so read on.
+                (Some(_), Some(t)) if end.is_some_and(|end| t >= end) => break,
+                (Some(_) | None, None) => {
                     self.store
                         .events(log_id, 0, self.options.batch_size, self.options.batch_bytes)
                         .await?
                 }
-                (None, Some(t)) => {
+                (Some(_) | None, Some(t)) => {
                     self.store
                         .tail(
                             log_id,
