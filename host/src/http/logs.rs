@@ -143,6 +143,7 @@ pub struct Aggregate {
     responses(
         (status = 201, description = "created (or, marked `replayed`, a retry's original result)", body = WrittenView),
         (status = 400, description = "bad input, e.g. an event holding \\u0000"), (status = 404, description = "unknown reducer"),
+        (status = 413, description = "an event longer than --max-event-bytes, or a body over the limit"),
         (status = 409, description = "log id taken"),
         (status = 422, description = "the reducer refused an event (`index` names it), or the key was reused with another body"),
     )
@@ -174,6 +175,7 @@ pub async fn create(
     responses(
         (status = 200, description = "appended (or, marked `replayed`, a retry's original result)", body = WrittenView),
         (status = 400, description = "bad input, e.g. an event holding \\u0000"),
+        (status = 413, description = "an event longer than --max-event-bytes, or a body over the limit"),
         (status = 404, description = "unknown log"),
         (status = 412, description = "the log does not end at If-Match; `current_index` says where it ends"),
         (status = 422, description = "the reducer refused an event (`index` names it), or the key was reused with another body"),
