@@ -25,14 +25,7 @@ async fn one_fold_per_reducer() -> TestDaemon {
 }
 
 async fn create(daemon: &TestDaemon, reducer: &str) -> String {
-    let (status, body) = json(
-        daemon
-            .post("/v1/logs", json!({"reducer": reducer, "events": [{}]}))
-            .await,
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["log_id"].as_str().unwrap().to_owned()
+    daemon.create_log(reducer, vec![json!({})]).await
 }
 
 fn reduce(daemon: &TestDaemon, log: &str) -> impl Future<Output = (u16, Value)> + use<> {

@@ -23,17 +23,10 @@ async fn daemons_on_one_database_share_a_generated_secret_and_others_are_not_tru
         first.deploy("counter", plugin("counter")).await.status(),
         201
     );
-    let (status, created) = json(
-        first
-            .post(
-                "/v1/logs",
-                serde_json::json!({"reducer": "counter", "events": [{}, {}, {}]}),
-            )
-            .await,
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let log = created["log_id"].as_str().unwrap();
+    let created = first
+        .create_log("counter", vec![serde_json::json!({}); 3])
+        .await;
+    let log = created.as_str();
     // The first reduce folds and caches (the counter does not validate, so
     // its create wrote nothing through); let that background write land.
     assert_eq!(reduce(&first, log).await["from_cache"], false);

@@ -338,17 +338,10 @@ async fn requests_with_too_many_events_are_refused() {
         .await;
     let body = eventlogs_e2e::assert_problem(refused, 400, "too-many-events").await;
     assert_eq!(body["limit"], 3);
-    let (status, created) = eventlogs_e2e::json(
-        daemon
-            .post(
-                "/v1/logs",
-                serde_json::json!({"reducer": "counter", "events": [{}, {}, {}]}),
-            )
-            .await,
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let log = created["log_id"].as_str().unwrap();
+    let created = daemon
+        .create_log("counter", vec![serde_json::json!({}); 3])
+        .await;
+    let log = created.as_str();
     let refused = daemon
         .post(
             &format!("/v1/logs/{log}/events"),

@@ -38,17 +38,7 @@ async fn daemon_on(database: &str) -> TestDaemon {
 }
 
 async fn large_log(daemon: &TestDaemon) -> String {
-    let (status, created) = json(
-        daemon
-            .post(
-                "/v1/logs",
-                value!({"reducer": "counter", "event": large_event(0)}),
-            )
-            .await,
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let log = created["log_id"].as_str().unwrap().to_owned();
+    let log = daemon.create_log("counter", vec![large_event(0)]).await;
     for n in 1..EVENTS {
         let appended = daemon
             .post(
@@ -141,17 +131,9 @@ async fn events_after_a_cached_event_larger_than_the_batch_budget_are_folded() {
         201
     );
     let big = || value!({ "pad": "x".repeat(2048) });
-    let (status, created) = json(
-        daemon
-            .post(
-                "/v1/logs",
-                value!({"reducer": "counter", "events": [big(), big(), big()]}),
-            )
-            .await,
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let log = created["log_id"].as_str().unwrap().to_owned();
+    let log = daemon
+        .create_log("counter", vec![big(), big(), big()])
+        .await;
     let reduce = async || {
         json(daemon.get(&format!("/v1/logs/{log}/aggregate")).await)
             .await

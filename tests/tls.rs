@@ -78,17 +78,9 @@ fn scratch() -> PathBuf {
 }
 
 async fn create_and_reduce(daemon: &TestDaemon) -> Value {
-    let (status, created) = json(
-        daemon
-            .post(
-                "/v1/logs",
-                value!({"reducer": "payment", "events": [{"Authorized": {"amount": 100}}]}),
-            )
-            .await,
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let log = created["log_id"].as_str().unwrap();
+    let log = daemon
+        .create_log("payment", vec![value!({"Authorized": {"amount": 100}})])
+        .await;
     let (status, reduced) = json(daemon.get(&format!("/v1/logs/{log}/aggregate")).await).await;
     assert_eq!(status, 200, "{reduced}");
     reduced

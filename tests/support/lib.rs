@@ -153,6 +153,15 @@ impl TestDaemon {
         self.request(Method::GET, path).send().await.unwrap()
     }
 
+    /// Creates a log bound to `reducer` holding `events`; its id. Panics
+    /// unless the daemon answers 201.
+    pub async fn create_log(&self, reducer: &str, events: Vec<Value>) -> String {
+        let body = serde_json::json!({"reducer": reducer, "events": events});
+        let (status, created) = json(self.post("/v1/logs", body).await).await;
+        assert_eq!(status, 201, "{created}");
+        created["log_id"].as_str().unwrap().to_owned()
+    }
+
     /// Deploys component bytes under `name`.
     pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Response {
         self.request(Method::PUT, &format!("/v1/reducers/{name}"))
