@@ -46,10 +46,12 @@ pub(crate) struct Rows<'a> {
     pub(crate) create_last_index: Vec<i64>,
     pub(crate) create_last_ordinal: Vec<i64>,
     /// Every existing log written to: its last index and the ordinal of its
-    /// last event after this batch.
+    /// last event after this batch, and its last index before it (as the
+    /// plan found it; the store stores nothing if the log moved since).
     pub(crate) log_id: Vec<Uuid>,
     pub(crate) log_last_index: Vec<i64>,
     pub(crate) log_last_ordinal: Vec<i64>,
+    pub(crate) log_previous_index: Vec<i64>,
     /// Idempotency keys to store.
     pub(crate) key: Vec<&'a str>,
     pub(crate) key_print: Vec<Vec<u8>>,
@@ -187,6 +189,8 @@ pub(crate) fn plan<'a>(
         rows.create_last_ordinal.push(ordinal as i64);
     }
     for (log_id, (last, ordinal)) in lasts {
+        let previous = found.lasts[&log_id];
+        rows.log_previous_index.push(previous as i64);
         rows.log_id.push(log_id.as_uuid());
         rows.log_last_index.push(last as i64);
         rows.log_last_ordinal.push(ordinal as i64);

@@ -5,7 +5,10 @@
 //! The first attempt is optimistic: nothing is locked between the read and
 //! the write, which is one atomic statement (or transaction) that fails on
 //! a unique key if another process stored a colliding row meanwhile (an
-//! event at the same index of a log, the same log or idempotency key). Only
+//! event at the same index of a log, the same log or idempotency key). On
+//! PostgreSQL a batch appending only to logs the writer knows the ends of
+//! skips the read ([`super::known_ends`]): the write then also fails as a
+//! race if a log no longer ends where the plan presumed. Only
 //! then is the batch run again, exclusively: the write lock is taken first
 //! (every store takes it to number its events), so nothing can change
 //! between that read and write, and the rerun cannot lose again. A
@@ -16,6 +19,7 @@ use uuid::Uuid;
 
 use super::batch::{self, Found, Rows};
 use super::group_commit::BatchWriter;
+use super::known_ends::KnownEnds;
 use super::write::{KeyRow, earlier_outcome, is_data_error, unavailable};
 use super::{StoreError, Write, Written};
 
@@ -55,6 +59,13 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// Whether running the batch again resolves this failure (a deadlock,
     /// a serialization failure, a busy database).
     fn is_transient(&self, error: &sqlx::Error) -> bool;
+
+    /// Whether a batch appending only to logs this writer knows the ends
+    /// of is stored without reading them first ([`KnownEnds`]). The
+    /// dialect's [`Dialect::store`] must then fail as a race (a unique
+    /// violation) when an existing log no longer ends at its row's
+    /// `log_previous_index`.
+    const PRESUMES_KNOWN_ENDS: bool;
 }
 
 /// A transaction holding the write lock: [`Dialect::read`] and
@@ -72,7 +83,21 @@ pub(crate) trait Exclusive: Send {
 }
 
 /// Executes batches on a [`Dialect`].
-pub(crate) struct Executor<D>(pub(crate) D);
+pub(crate) struct Executor<D> {
+    dialect: D,
+    /// Log ends this writer read or wrote, when the dialect presumes them.
+    ends: KnownEnds,
+}
+
+impl<D: Dialect> Executor<D> {
+    /// An executor on `dialect`.
+    pub(crate) fn new(dialect: D) -> Self {
+        Self {
+            dialect,
+            ends: KnownEnds::default(),
+        }
+    }
+}
 
 #[async_trait]
 impl<D: Dialect> BatchWriter for Executor<D> {
@@ -129,7 +154,7 @@ impl<D: Dialect> Executor<D> {
                         "a row collided under the write lock: {error}"
                     )));
                 }
-                Err(error) if self.0.is_transient(&error) && attempt < BATCH_RERUNS => {}
+                Err(error) if self.dialect.is_transient(&error) && attempt < BATCH_RERUNS => {}
                 outcome => return outcome,
             }
         }
@@ -143,20 +168,37 @@ impl<D: Dialect> Executor<D> {
         writes: &[Write],
         prints: &[Option<Vec<u8>>],
     ) -> Result<Vec<Result<Written, StoreError>>, sqlx::Error> {
-        let ids = batch::log_ids(writes, false);
-        let keys = batch::keys(writes);
-        let read = if ids.is_empty() && keys.is_empty() {
-            Read::default()
-        } else {
-            self.0.read(&ids, &keys).await?
+        let presumed = D::PRESUMES_KNOWN_ENDS
+            .then(|| self.ends.presume(writes))
+            .flatten();
+        let found = match presumed {
+            Some(presumed) => presumed,
+            None => {
+                let ids = batch::log_ids(writes, false);
+                let keys = batch::keys(writes);
+                let read = if ids.is_empty() && keys.is_empty() {
+                    Read::default()
+                } else {
+                    self.dialect.read(&ids, &keys).await?
+                };
+                found(read)
+            }
         };
-        let plan = batch::plan(writes, prints, &found(read));
-        let base = if plan.rows.event_log.is_empty() {
-            0
-        } else {
-            self.0.store(&plan.rows).await?
-        };
-        Ok(plan.outcomes(base))
+        let plan = batch::plan(writes, prints, &found);
+        if !plan.rows.event_log.is_empty() {
+            match self.dialect.store(&plan.rows).await {
+                Ok(base) => {
+                    self.ends.learn_stored(&plan.rows);
+                    return Ok(plan.outcomes(base));
+                }
+                Err(error) => {
+                    self.ends.forget(writes);
+                    return Err(error);
+                }
+            }
+        }
+        self.ends.learn(&found);
+        Ok(plan.outcomes(0))
     }
 
     /// Reads every log and key the batch names, plans and stores, holding
@@ -166,17 +208,20 @@ impl<D: Dialect> Executor<D> {
         writes: &[Write],
         prints: &[Option<Vec<u8>>],
     ) -> Result<Vec<Result<Written, StoreError>>, sqlx::Error> {
-        let mut tx = self.0.exclusive().await?;
+        let mut tx = self.dialect.exclusive().await?;
         let read = tx
             .read(&batch::log_ids(writes, true), &batch::keys(writes))
             .await?;
-        let plan = batch::plan(writes, prints, &found(read));
+        let found = found(read);
+        let plan = batch::plan(writes, prints, &found);
         let base = if plan.rows.event_log.is_empty() {
             0
         } else {
             tx.store(&plan.rows).await?
         };
         tx.commit().await?;
+        self.ends.learn(&found);
+        self.ends.learn_stored(&plan.rows);
         Ok(plan.outcomes(base))
     }
 }

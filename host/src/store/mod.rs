@@ -25,6 +25,7 @@ mod batch;
 mod execute;
 mod fingerprint;
 mod group_commit;
+mod known_ends;
 mod write;
 
 use std::sync::Arc;

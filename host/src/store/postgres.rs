@@ -1,15 +1,19 @@
 //! The production event store on PostgreSQL.
 //!
-//! Writes are group-committed, two round trips per batch of queued writes
-//! and no explicit transaction: one statement reads the `last_index` of the
-//! logs the batch appends to (a log's end is kept on its row) and its
-//! idempotency keys; a second, committed on its own, takes the batch's range
-//! of global positions from the `event_positions` row and stores every new
-//! log, event, log end and key. The counter row's lock is held to commit,
-//! so positions become visible in increasing order across every host
-//! process, with no gaps. A row that another process stored between the two
-//! statements makes the second fail on its primary key; the batch is then
-//! run again in a transaction that locks the counter row before reading. The primary key `(log_id, idx)` still backs the indexes.
+//! Writes are group-committed, at most two round trips per batch of queued
+//! writes and no explicit transaction: one statement reads the `last_index`
+//! of the logs the batch appends to (a log's end is kept on its row) and
+//! its idempotency keys; a second, committed on its own, takes the batch's
+//! range of global positions from the `event_positions` row and stores
+//! every new log, event, log end and key. The read is skipped when the
+//! writer remembers the end of every log the batch appends to (it wrote
+//! them last), which under steady load is almost every batch. The counter
+//! row's lock is held to commit, so positions become visible in increasing
+//! order across every host process, with no gaps. A row that another
+//! process stored since the read, or a log that no longer ends where the
+//! plan found it, makes the store statement fail as a unique violation;
+//! the batch is then run again in a transaction that locks the counter row
+//! before reading. The primary key `(log_id, idx)` still backs the indexes.
 //! Every query names its logs by `log_id` (the key lookup and the position
 //! counter excepted).
 
@@ -81,7 +85,7 @@ impl PostgresStore {
                     .max_connections(2)
                     .acquire_timeout(Duration::from_secs(3))
                     .connect_lazy_with(options);
-                Arc::new(Executor(Pg { pool })) as Arc<dyn BatchWriter>
+                Arc::new(Executor::new(Pg { pool })) as Arc<dyn BatchWriter>
             },
             MAX_BATCH,
         );
@@ -143,6 +147,10 @@ impl Dialect for Pg {
     fn is_transient(&self, error: &sqlx::Error) -> bool {
         is_transient(error)
     }
+
+    /// The read is a round trip to the server, as long as the store
+    /// statement itself; the statement checks every log's end instead.
+    const PRESUMES_KNOWN_ENDS: bool = true;
 }
 
 /// A transaction holding the position counter's row lock.
@@ -205,7 +213,9 @@ async fn read(on: impl PgExecutor<'_>, ids: &[Uuid], keys: &[&str]) -> Result<Re
 /// every process queue on it in one order and hold it to commit: positions
 /// become visible in increasing order. An event at an index another
 /// process filled since the read, a log or key it stored, fails the
-/// statement on a unique key and stores nothing.
+/// statement on a unique key and stores nothing; so does a log that no
+/// longer ends where the plan found it (the row lock makes the check see
+/// the latest end), through `eventlogs_log_end_moved()`.
 async fn store_rows(on: impl PgExecutor<'_>, rows: &Rows<'_>) -> Result<u64, sqlx::Error> {
     let base: i64 = sqlx::query_scalar(
         "WITH range AS (
@@ -222,8 +232,10 @@ async fn store_rows(on: impl PgExecutor<'_>, rows: &Rows<'_>) -> Result<u64, sql
                   AS e(log_id, idx, ordinal, recorded_at, payload, bytes), range
          ), ends AS (
              UPDATE logs SET last_index = u.last_index, last_position = range.base + u.ordinal
-             FROM UNNEST($12::uuid[], $13::bigint[], $14::bigint[]) AS u(log_id, last_index, ordinal), range
-             WHERE logs.log_id = u.log_id
+             FROM UNNEST($12::uuid[], $13::bigint[], $14::bigint[], $23::bigint[])
+                  AS u(log_id, last_index, ordinal, previous), range
+             WHERE logs.log_id = u.log_id AND logs.last_index = u.previous
+             RETURNING 1
          ), keys AS (
              INSERT INTO idempotency_keys
                  (idempotency_key, fingerprint, log_id, first_index, last_index, first_position, stored_at)
@@ -231,7 +243,9 @@ async fn store_rows(on: impl PgExecutor<'_>, rows: &Rows<'_>) -> Result<u64, sql
              FROM UNNEST($15::text[], $16::bytea[], $17::uuid[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[])
                   AS k(key, print, log_id, first_index, last_index, ordinal, stored_at), range
          )
-         SELECT base FROM range",
+         SELECT CASE WHEN (SELECT count(*) FROM ends) = cardinality($12::uuid[])
+                     THEN base ELSE eventlogs_log_end_moved() END
+         FROM range",
     )
     .bind(rows.events())
     .bind(&rows.create_log)
@@ -255,6 +269,7 @@ async fn store_rows(on: impl PgExecutor<'_>, rows: &Rows<'_>) -> Result<u64, sql
     .bind(&rows.key_first_ordinal)
     .bind(&rows.key_stored_at)
     .bind(&rows.event_bytes)
+    .bind(&rows.log_previous_index)
     .fetch_one(on)
     .await?;
     Ok(base as u64)

@@ -58,7 +58,7 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        let writer = Arc::new(Executor(Lite { pool: pool.clone() }));
+        let writer = Arc::new(Executor::new(Lite { pool: pool.clone() }));
         let commits = GroupCommit::start(writer, MAX_BATCH);
         Ok(Self { pool, commits })
     }
@@ -118,6 +118,10 @@ impl Dialect for Lite {
             .and_then(|e| e.code())
             .is_some_and(|code| code == "5" || code == "517")
     }
+
+    /// SQLite runs in this process: reading a batch's logs costs
+    /// microseconds, so every batch reads them.
+    const PRESUMES_KNOWN_ENDS: bool = false;
 }
 
 /// A transaction holding SQLite's write lock (`BEGIN IMMEDIATE`).
