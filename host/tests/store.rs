@@ -642,3 +642,128 @@ async fn two_postgres_writers_store_one_keyed_create_once() {
 async fn two_sqlite_writers_store_one_keyed_create_once() {
     two_writers_store_one_keyed_create_once(false).await;
 }
+
+/// A PostgreSQL writer plans on the log ends it remembers, skipping the
+/// read; none of that shows when another writer (another daemon process)
+/// or a restored database moved an end: appends land at the log's real
+/// end, an expectation of the real end is met, a stale one is refused with
+/// the real end, and a retried key is still a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_remembered_log_end_is_never_trusted_over_the_database() {
+    let Some(url) = common::postgres_database().await else {
+        return;
+    };
+    let first = PostgresStore::connect(&url).await.unwrap();
+    let pool = first.pool().clone();
+    let first: Store = Arc::new(first);
+    let second: Store = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let log_id = create(&first, &[json!(0)]).await;
+    stored_now(first.write(append(log_id, &[json!(1)], None, None)).await);
+
+    // The other writer moves the end from 1 to 4.
+    stored_now(
+        second
+            .write(append(log_id, &[json!(2), json!(3), json!(4)], None, None))
+            .await,
+    );
+    let met = stored_now(
+        first
+            .write(append(log_id, &[json!(5)], Some(4), None))
+            .await,
+    );
+    assert_eq!(met.first_index, 5, "an expectation of the real end is met");
+    stored_now(second.write(append(log_id, &[json!(6)], None, None)).await);
+    let unconditional = stored_now(first.write(append(log_id, &[json!(7)], None, None)).await);
+    assert_eq!(unconditional.first_index, 7);
+    stored_now(second.write(append(log_id, &[json!(8)], None, None)).await);
+    match first
+        .write(append(log_id, &[json!(9)], Some(7), None))
+        .await
+    {
+        Err(StoreError::ConcurrentAppend { current_last_index }) => {
+            assert_eq!(
+                current_last_index, 8,
+                "the real end, not the remembered one"
+            )
+        }
+        other => panic!("a stale expectation is refused, got {other:?}"),
+    }
+
+    // A keyed append, then its retry: the key is not read before the
+    // write, but the retry is still answered as a replay.
+    let keyed = || append(log_id, &[json!(9)], None, Some("remembered-key"));
+    let stored_keyed = stored_now(first.write(keyed()).await);
+    assert_eq!(
+        first.write(keyed()).await.unwrap(),
+        Written::Replayed(stored_keyed)
+    );
+
+    // The database goes back to index 2 under the running writer (a
+    // restore): the next append fills index 3, leaving no gap.
+    sqlx::query("DELETE FROM events WHERE log_id = $1 AND idx > 2")
+        .bind(log_id.as_uuid())
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE logs SET last_index = 2 WHERE log_id = $1")
+        .bind(log_id.as_uuid())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let after_restore = stored_now(first.write(append(log_id, &[json!(3)], None, None)).await);
+    assert_eq!(after_restore.first_index, 3, "no gap after a restore");
+    let indexes: Vec<u64> = stored(&first, log_id).await.iter().map(|e| e.0).collect();
+    assert_eq!(indexes, vec![0, 1, 2, 3]);
+}
+
+/// What docs/storage.md says the PostgreSQL schema leaves out for the write
+/// path: the log row's end columns are not indexed and its pages keep room,
+/// so each batch updates log rows in place; events carry no foreign key.
+#[tokio::test]
+async fn postgres_log_ends_are_updated_in_place() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let pool = store.pool().clone();
+    let store: Store = Arc::new(store);
+    let indexed: Vec<String> = sqlx::query_scalar(
+        "SELECT a.attname::text FROM pg_index i
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+         WHERE i.indrelid = 'logs'::regclass",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        !indexed
+            .iter()
+            .any(|c| c == "last_index" || c == "last_position"),
+        "indexed columns of logs: {indexed:?}"
+    );
+    let options: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = 'logs'::regclass")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(options, Some(vec!["fillfactor=50".to_owned()]));
+    let foreign_keys: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'f'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(foreign_keys, 0);
+    // An append to a log that does not exist still stores nothing.
+    let unknown = store
+        .write(append(LogId::new(), &[json!(1)], None, None))
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::LogNotFound(_))),
+        "{unknown:?}"
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+}
