@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::manager::{Parts, amount, cached_through, embedded, parts};
@@ -427,4 +428,80 @@ async fn hot_swap_finishes_in_flight_folds_and_never_shares_caches() {
     // A named version can still be asked for explicitly.
     let named = manager.reduce(log_id, Some(b)).await.unwrap();
     assert_eq!(named.reducer_version, b);
+}
+
+/// With Redis as the cache, an append resumes its validation from the
+/// aggregate this process wrote through last, kept in memory: a spoiled
+/// Redis entry is not even read. When another process (another manager on
+/// the same database and cache) appended meanwhile, that memory is stale;
+/// the store refuses the write and it is validated again against the real
+/// end, so the aggregate stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_resume_from_their_own_write_through() {
+    let Some(parts) = common::manager::on_postgres_and_redis(100).await else {
+        return;
+    };
+    let first = &parts.manager;
+    let second = eventlogs_host::log_manager::LogManager::new(
+        parts.store.clone(),
+        parts.cache.clone(),
+        parts.registry.clone(),
+        Default::default(),
+    );
+    let log_id = LogId::new();
+    let capture = || evs(&[json!({"Captured": {"amount": 100}})]);
+    let append = |expected| Append {
+        log_id,
+        events: capture(),
+        expected_last_index: expected,
+        idempotency_key: None,
+    };
+    first
+        .create(
+            Some(log_id),
+            "payment",
+            evs(&[json!({"Authorized": {"amount": 500}})]),
+            None,
+        )
+        .await
+        .unwrap();
+    first.append(append(None)).await.unwrap();
+    let reduced = first.reduce(log_id, None).await.unwrap();
+    let key = CacheKey {
+        reducer: "payment".into(),
+        version: reduced.reducer_version,
+        log_id,
+    };
+    let stored = first.load(log_id, 1, 1).await.unwrap().remove(0);
+    let bogus = CachedReduction {
+        through_index: 1,
+        reduced_at: 0,
+        anchor: Anchor {
+            position: stored.position,
+            recorded_at: stored.recorded_at,
+        },
+        aggregate: r#"{"bogus":true}"#.into(),
+    };
+    parts.cache.put(&key, &bogus, None).await.unwrap();
+    let errors = first.cache_counters().errors.load(Ordering::Relaxed);
+    let written = first.append(append(Some(1))).await.unwrap();
+    assert_eq!(written.appended().last_index, 2);
+    assert_eq!(
+        first.cache_counters().errors.load(Ordering::Relaxed),
+        errors,
+        "the spoiled shared entry was not read"
+    );
+
+    // Another process appends twice; this one's memory says the log ends
+    // at 2, the log ends at 4.
+    second.append(append(None)).await.unwrap();
+    second.append(append(None)).await.unwrap();
+    let written = first.append(append(None)).await.unwrap();
+    assert_eq!(written.appended().last_index, 5);
+    let reduced = first.reduce(log_id, None).await.unwrap();
+    assert_eq!(amount(&reduced, "amount_captured"), 500);
+    // The sixth capture would exceed the authorization: refused on the
+    // real end, not on a remembered one.
+    let refused = first.append(append(None)).await;
+    assert!(matches!(refused, Err(LogError::Reducer(_))), "{refused:?}");
 }

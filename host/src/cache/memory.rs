@@ -55,4 +55,8 @@ impl ReductionCache for MemoryCache {
             .await;
         Ok(())
     }
+
+    fn is_in_process(&self) -> bool {
+        true
+    }
 }

@@ -97,4 +97,10 @@ pub trait ReductionCache: Send + Sync {
         reduction: &CachedReduction,
         ttl: Option<Duration>,
     ) -> Result<(), CacheError>;
+
+    /// Whether entries live in this process (reading one costs no round
+    /// trip), so keeping copies in front of it gains nothing.
+    fn is_in_process(&self) -> bool {
+        false
+    }
 }

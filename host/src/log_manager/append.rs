@@ -3,7 +3,8 @@
 //! the log still ends there.
 //!
 //! The aggregate at the end comes from the cache (which every write keeps
-//! current), plus any events stored after it. If another writer moved the
+//! current; this process's own last write-through is kept in memory too,
+//! see `recent`), plus any events stored after it. If another writer moved the
 //! end meanwhile, the store refuses the write as a conflict: a request that
 //! stated `If-Match` gets that conflict (412), one that did not is
 //! validated again against the new end and retried, so it never sees a
@@ -123,8 +124,8 @@ impl LogManager {
         loop {
             let turn = self.admission.enter(&name).await?;
             let checked = match start {
-                Start::Presumed => match self.cached(&key, None).await {
-                    Some(entry) => self.check_on_cache(&active, entry, &request).await,
+                Start::Presumed => match self.presumed_end(&key).await {
+                    Some(entry) => self.check_on_cache(&active, &key, entry, &request).await,
                     // No entry: the log is folded from the start.
                     None => Some(Checked::Again(Start::Empty)),
                 },
@@ -169,6 +170,7 @@ impl LogManager {
                 Err(StoreError::ConcurrentAppend { current_last_index })
                     if request.expected_last_index.is_none() =>
                 {
+                    self.recent.forget(&key);
                     // Another writer moved the end. A cached aggregate
                     // beyond the real end is not this log's: skip it.
                     start = if current_last_index < end {
@@ -184,6 +186,18 @@ impl LogManager {
         }
     }
 
+    /// The aggregate an append presumes is at the log's end: the one this
+    /// process wrote through last, else the shared cache's.
+    async fn presumed_end(&self, key: &CacheKey) -> Option<CachedReduction> {
+        match self.recent.get(key) {
+            Some(entry) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Some(entry)
+            }
+            None => self.cached(key, None).await,
+        }
+    }
+
     /// The common case in one call on a blocking thread: resume the cached
     /// aggregate, taking it as the log's end, and fold the new events into
     /// it. `None` (check the long way) when it does not end where the
@@ -191,6 +205,7 @@ impl LogManager {
     async fn check_on_cache(
         &self,
         active: &Reducer,
+        key: &CacheKey,
         cached: CachedReduction,
         request: &Append<'_>,
     ) -> Option<Checked> {
@@ -224,6 +239,7 @@ impl LogManager {
                 // The entry decodes as an entry but not as this reducer's
                 // state: the cache cannot fail a request.
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                self.recent.forget(key);
                 tracing::warn!(%error, log_id = %request.log_id, "cached aggregate unusable; folding from the start");
                 Checked::Again(Start::Empty)
             }

@@ -19,6 +19,7 @@ mod deploy;
 mod flights;
 mod fold;
 mod key_retention;
+mod recent;
 mod turns;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub use append::Append;
 pub use deploy::{DeployError, DeployOptions, Deployment};
 use flights::Flights;
 use fold::Start;
+use recent::RecentAggregates;
 use turns::Turns;
 
 /// Tuning of a [`LogManager`].
@@ -183,6 +185,8 @@ pub struct LogManager {
     turns: Arc<Turns>,
     admission: Arc<Admission>,
     flights: Arc<Flights>,
+    /// Aggregates appends wrote through, for the next append's validation.
+    recent: RecentAggregates,
     /// The reducer name each log is bound to; a log's binding never
     /// changes, so entries never go stale.
     bindings: moka::sync::Cache<LogId, Arc<str>>,
@@ -203,9 +207,11 @@ impl LogManager {
         options: LogManagerOptions,
     ) -> Self {
         let admission = Admission::new(options.reducer_concurrency, options.reducer_queue_timeout);
+        let recent = RecentAggregates::new(!cache.is_in_process());
         Self {
             store,
             cache,
+            recent,
             registry,
             options,
             counters: Arc::default(),
@@ -383,6 +389,7 @@ impl LogManager {
     /// returned.
     async fn cache_now(&self, key: &CacheKey, end: (u64, Anchor), folded: &Folded) {
         if let Some(entry) = self.worth_caching(end, folded) {
+            self.recent.put(key, &entry);
             self.put_cached(key, &entry).await;
         }
     }
