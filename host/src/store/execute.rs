@@ -85,8 +85,9 @@ pub(crate) trait Exclusive: Send {
 /// Executes batches on a [`Dialect`].
 pub(crate) struct Executor<D> {
     dialect: D,
-    /// Log ends this writer read or wrote, when the dialect presumes them.
-    ends: KnownEnds,
+    /// Log ends this writer read or wrote, kept only when the dialect
+    /// presumes them.
+    ends: Option<KnownEnds>,
 }
 
 impl<D: Dialect> Executor<D> {
@@ -94,7 +95,7 @@ impl<D: Dialect> Executor<D> {
     pub(crate) fn new(dialect: D) -> Self {
         Self {
             dialect,
-            ends: KnownEnds::default(),
+            ends: D::PRESUMES_KNOWN_ENDS.then(KnownEnds::default),
         }
     }
 }
@@ -168,9 +169,7 @@ impl<D: Dialect> Executor<D> {
         writes: &[Write],
         prints: &[Option<Vec<u8>>],
     ) -> Result<Vec<Result<Written, StoreError>>, sqlx::Error> {
-        let presumed = D::PRESUMES_KNOWN_ENDS
-            .then(|| self.ends.presume(writes))
-            .flatten();
+        let presumed = self.ends.as_ref().and_then(|ends| ends.presume(writes));
         let found = match presumed {
             Some(presumed) => presumed,
             None => {
@@ -188,16 +187,22 @@ impl<D: Dialect> Executor<D> {
         if !plan.rows.event_log.is_empty() {
             match self.dialect.store(&plan.rows).await {
                 Ok(base) => {
-                    self.ends.learn_stored(&plan.rows);
+                    if let Some(ends) = &self.ends {
+                        ends.learn_stored(&plan.rows);
+                    }
                     return Ok(plan.outcomes(base));
                 }
                 Err(error) => {
-                    self.ends.forget(writes);
+                    if let Some(ends) = &self.ends {
+                        ends.forget(writes);
+                    }
                     return Err(error);
                 }
             }
         }
-        self.ends.learn(&found);
+        if let Some(ends) = &self.ends {
+            ends.learn(&found);
+        }
         Ok(plan.outcomes(0))
     }
 
@@ -220,8 +225,10 @@ impl<D: Dialect> Executor<D> {
             tx.store(&plan.rows).await?
         };
         tx.commit().await?;
-        self.ends.learn(&found);
-        self.ends.learn_stored(&plan.rows);
+        if let Some(ends) = &self.ends {
+            ends.learn(&found);
+            ends.learn_stored(&plan.rows);
+        }
         Ok(plan.outcomes(base))
     }
 }
