@@ -10,28 +10,14 @@ use std::sync::Arc;
 
 use eventlogs_e2e::race::if_match_race;
 use eventlogs_e2e::{
-    SHARED_REDIS, TestDaemon, assert_problem, config, json, plugin, plugin_path, postgres_database,
-    sqlite_database, with_redis,
+    TestDaemon, assert_problem, config, json, plugin, postgres_database, sqlite_database,
+    two_processes, with_redis,
 };
-use eventlogs_host::store::EventStore;
 use eventlogs_host::store::postgres::PostgresStore;
 use eventlogs_host::store::sqlite::SqliteStore;
+use eventlogs_host::store::{EventStore, FeedFilter};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-/// Two `eventlogs serve` processes on one database, with `payment`.
-async fn two_processes(database: &str, redis: bool) -> [Arc<TestDaemon>; 2] {
-    let deploy = format!("payment={}", plugin_path("payment").display());
-    let prefix = format!("eventlogs-e2e-{}:", uuid::Uuid::now_v7());
-    let mut args = vec!["--database-url", database, "--deploy", &deploy];
-    if redis {
-        args.extend(["--redis-url", SHARED_REDIS, "--redis-prefix", &prefix]);
-    }
-    // One after the other: the first applies the migrations.
-    let first = TestDaemon::spawn(&args).await;
-    let second = TestDaemon::spawn(&args).await;
-    [Arc::new(first), Arc::new(second)]
-}
 
 async fn create_payment(daemon: &TestDaemon, events: Value) -> String {
     let (status, body) = json(
@@ -189,11 +175,14 @@ async fn a_reader_paging_by_position_misses_nothing(
     let mut after = 0;
     let mut idle_rounds = 0;
     loop {
-        let page = store.feed(after, 50).await.unwrap();
-        match page.last() {
-            Some(last) => {
-                after = last.position;
-                seen.extend(page);
+        let page = store
+            .feed(after, &FeedFilter::default(), 50, u64::MAX)
+            .await
+            .unwrap();
+        after = page.through;
+        match page.events.last() {
+            Some(_) => {
+                seen.extend(page.events.into_iter().map(|e| e.event));
                 idle_rounds = 0;
             }
             None if writers.iter().all(|w| w.is_finished()) => {

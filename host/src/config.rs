@@ -218,6 +218,24 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub page_bytes: u64,
 
+    /// Payload bytes of recent events kept in memory for feed streams; a
+    /// stream further behind than that ends with a `lagged` comment and its
+    /// client resumes from the store with `Last-Event-ID`.
+    #[arg(long, env = "EVENTLOGS_FEED_BUFFER_BYTES", default_value_t = 16 << 20,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 34))]
+    pub feed_buffer_bytes: u64,
+
+    /// Milliseconds between reads of the store for new events when no
+    /// notification came (notifications normally wake feed streams at once).
+    #[arg(long, env = "EVENTLOGS_FEED_POLL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub feed_poll_ms: u64,
+
+    /// Seconds between heartbeat comments on an idle feed stream.
+    #[arg(long, env = "EVENTLOGS_FEED_HEARTBEAT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub feed_heartbeat_secs: u64,
+
     /// Largest event a create or append may carry, in bytes of its JSON
     /// text (larger: 413 `event-too-large`).
     #[arg(long, env = "EVENTLOGS_MAX_EVENT_BYTES", default_value_t = 1 << 20,

@@ -15,6 +15,7 @@ use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
 use crate::cache::{CacheError, CacheSecret, ReductionCache};
 use crate::config::ServeConfig;
+use crate::feed::FeedOptions;
 use crate::http::auth::Tokens;
 use crate::http::{self, AppState, RouterOptions, server};
 use crate::log_manager::{DeployOptions, LogError, LogManager, LogManagerOptions};
@@ -121,6 +122,11 @@ impl Daemon {
             reducer_concurrency: config.reducer_concurrency as usize,
             reducer_queue_timeout: Duration::from_millis(config.reducer_queue_timeout_ms),
             checkpoint_batches: config.checkpoint_batches,
+            feed: FeedOptions {
+                buffer_bytes: config.feed_buffer_bytes,
+                poll: Duration::from_millis(config.feed_poll_ms),
+                ..FeedOptions::default()
+            },
         };
         let manager = LogManager::new(store, cache, registry, options);
         for deploy in &config.deploy {
@@ -146,6 +152,7 @@ impl Daemon {
             page_limit_max: config.page_limit_max,
             max_events_per_request: config.max_events_per_request,
             max_event_bytes: config.max_event_bytes,
+            feed_heartbeat: Duration::from_secs(config.feed_heartbeat_secs),
         };
         let router = http::router(
             state,
@@ -176,8 +183,11 @@ impl Daemon {
         let served = tokio::spawn(async move {
             let _watch = watch;
             let _sweep = AbortOnDropHandle::new(sweep);
-            let stop = async {
+            let feed = manager.clone();
+            let stop = async move {
                 let _ = stop.await;
+                // Feed streams never finish on their own.
+                feed.close_feed();
             };
             server::serve(listener, router, limits, stop).await;
             // Cache writes are an optimisation: they get the same deadline.

@@ -8,7 +8,8 @@
 //! into the store's catalog and keeps them compiled, following activations
 //! made by other processes; `log_manager` ties them together into
 //! validated writes, loads, reductions and guarded deploys, and is the only
-//! door `http` uses. `log_id` names logs, `version` names reducer versions
+//! door `http` uses; `feed` follows every log's events live, in position
+//! order. `log_id` names logs, `version` names reducer versions
 //! and `payload` is an event's JSON, kept exactly as sent. `http` is the
 //! API over them, `config` the daemon's settings and `daemon` puts
 //! everything together.
@@ -19,6 +20,7 @@ pub mod cache;
 mod clock;
 pub mod config;
 pub mod daemon;
+pub mod feed;
 pub mod http;
 mod log_id;
 pub mod log_manager;

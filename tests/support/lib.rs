@@ -4,6 +4,8 @@
 pub mod proxy;
 pub mod race;
 pub mod servers;
+pub mod sse;
+pub mod workload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -193,6 +195,21 @@ impl TestDaemon {
             None => {}
         }
     }
+}
+
+/// Two `eventlogs serve` processes on one database with `payment`
+/// deployed (and Redis under a prefix of their own, if `redis`).
+pub async fn two_processes(database: &str, redis: bool) -> [std::sync::Arc<TestDaemon>; 2] {
+    let deploy = format!("payment={}", plugin_path("payment").display());
+    let prefix = format!("eventlogs-e2e-{}:", uuid::Uuid::now_v7());
+    let mut args = vec!["--database-url", database, "--deploy", &deploy];
+    if redis {
+        args.extend(["--redis-url", SHARED_REDIS, "--redis-prefix", &prefix]);
+    }
+    // One after the other: the first applies the migrations.
+    let first = TestDaemon::spawn(&args).await;
+    let second = TestDaemon::spawn(&args).await;
+    [std::sync::Arc::new(first), std::sync::Arc::new(second)]
 }
 
 /// A token secret with these scopes, for `ServeConfig::tokens`.

@@ -24,6 +24,16 @@ impl Client {
         }
     }
 
+    /// The HTTP client (for requests the helpers here do not make).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The daemon's base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Creates a payment log with `events`; its id.
     pub async fn create(&self, events: Vec<Value>) -> String {
         self.create_for("payment", events).await

@@ -10,6 +10,10 @@
 //! - 16 clients racing on one log with `If-Match` (winners and conflicts per
 //!   second) and 100-event batch appends (events per second), beside the
 //!   single-event figure;
+//! - the feed: delivery lag from an append's answer to the event's arrival
+//!   on a stream subscriber under the 16-client load (target p99 <= 50 ms),
+//!   feed pages beside sqlx reading `events` by position, and appends with
+//!   1,000 idle subscribers beside appends without (and the RSS they cost);
 //! - reduce of a 10,000-event log, uncached versus cached with one new event;
 //! - the daemon's peak RSS while reducing a 1,000,000-event log, beside its
 //!   RSS at rest;
@@ -21,11 +25,13 @@
 //!
 //! The table is printed and written as JSON to `results/bench-http.json`.
 //! `BENCH_SECONDS` sets each load phase's length (default 10);
-//! `BENCH_APPENDS_ONLY` stops after the own-log append phases;
+//! `BENCH_APPENDS_ONLY` stops after the own-log append phases,
+//! `BENCH_STOP_AFTER_FEED` after the feed's;
 //! `BENCH_BIG_LOG` the long log's length (default 1,000,000).
 
 mod baseline;
 mod daemon;
+mod feed;
 mod load;
 mod mixed;
 mod report;
@@ -171,6 +177,53 @@ async fn main() {
         "single-event appends (events/s)",
         1.0,
     ));
+
+    eprintln!("feed: delivery lag under 16 appending clients, {seconds} s");
+    let lag = feed::delivery_lag(&client, 16, phase).await;
+    report.push(Figure::limit(
+        "feed stream delivery lag p99, append answered to event arrived (ms)",
+        lag.p99(),
+        lag.p50(),
+        "p50 (ms)",
+        50.0,
+    ));
+    report.push(Figure::plain(
+        "appends measured for the delivery lag",
+        lag.appends as f64,
+        "",
+        0.0,
+    ));
+    eprintln!("feed: pages of 1,000 over HTTP against sqlx on the events table");
+    let (pages, direct) = feed::page_throughput(&client, &database).await;
+    report.push(Figure::ratio(
+        "feed pages of 1,000 over HTTP (events/s)",
+        pages,
+        direct,
+        "sqlx reading events by position, pages of 1,000",
+        1.0,
+    ));
+    eprintln!("feed: appends with 1,000 idle stream subscribers, 2 x {seconds} s");
+    let without = load::own_logs(&client, "payment", 16, phase).await;
+    let (with, grown) =
+        feed::appends_with_idle_subscribers(&client, 1000, phase, || daemon.rss_kib()).await;
+    report.push(Figure::ratio(
+        "appends, 16 clients, payment, with 1,000 idle subscribers (req/s)",
+        with.per_second(),
+        without.per_second(),
+        "the same without subscribers",
+        0.9,
+    ));
+    report.push(Figure::plain(
+        "daemon RSS growth opening 1,000 idle subscribers (MiB)",
+        grown as f64 / 1024.0,
+        "per subscriber (KiB)",
+        grown as f64 / 1000.0,
+    ));
+    if std::env::var_os("BENCH_STOP_AFTER_FEED").is_some() {
+        daemon.stop();
+        report.print();
+        return;
+    }
 
     eprintln!("reduce: a 10,000-event log, uncached and cached");
     let reduce = load::reduce_latency(&client, &daemon.redis_prefix, 10_000).await;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::auth::Scope;
-use crate::log_manager::{DeployError, LogError};
+use crate::log_manager::{DeployError, LogError, SubscriptionError};
 use crate::registry::RegistryError;
 use crate::runtime::{FailureKind, InvalidComponent, ReducerError};
 use crate::store::StoreError;
@@ -327,7 +327,31 @@ impl From<LogError> for Problem {
                 format!("reducer {reducer:?} already runs {limit} folds at once; retry shortly"),
             )
             .with("reducer", reducer),
+            LogError::Subscription(error) => subscription_refused(&error),
         }
+    }
+}
+
+fn subscription_refused(error: &SubscriptionError) -> Problem {
+    match error {
+        SubscriptionError::InvalidName => {
+            Problem::bad_request("invalid-subscription-name", error.to_string())
+        }
+        SubscriptionError::NotFound(name) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "subscription-not-found",
+            "Subscription not found",
+            error.to_string(),
+        )
+        .with("subscription", name.as_str()),
+        SubscriptionError::BeyondFeed { position, head } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "checkpoint-beyond-feed",
+            "Checkpoint past the feed",
+            error.to_string(),
+        )
+        .with("position", *position)
+        .with("feed_position", *head),
     }
 }
 

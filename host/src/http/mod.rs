@@ -2,7 +2,7 @@
 //!
 //! Handlers translate HTTP to log-manager and registry calls and back;
 //! nothing below them knows about HTTP. One file per resource (`logs`,
-//! `reducers`, `probes`), `error` for problem documents, `extract` for
+//! `feed`, `subscriptions`, `reducers`, `probes`), `error` for problem documents, `extract` for
 //! request parsing, `auth` for tokens and scopes, `metrics` for request
 //! metrics. The OpenAPI document is generated from the handlers'
 //! annotations, so it lists exactly the routes served.
@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod error;
 mod extract;
+mod feed;
 mod host_check;
 mod json_array;
 mod logs;
@@ -18,6 +19,7 @@ mod probes;
 mod reducers;
 pub mod server;
 mod shed;
+mod subscriptions;
 
 use std::time::Duration;
 
@@ -58,6 +60,8 @@ pub struct AppState {
     pub max_events_per_request: u32,
     /// Largest event (its JSON text) a create or append may carry, in bytes.
     pub max_event_bytes: usize,
+    /// How often an idle feed stream sends a heartbeat comment.
+    pub feed_heartbeat: Duration,
 }
 
 /// Limits and access control of a router.
@@ -84,6 +88,8 @@ pub struct RouterOptions {
     info(title = "eventlogs", description = "Event logs with WebAssembly reducers."),
     tags(
         (name = "logs", description = "create logs, append and read events, reduce"),
+        (name = "feed", description = "every log's events in position order: pages and a live stream"),
+        (name = "subscriptions", description = "named consumers of the feed with checkpoints"),
         (name = "reducers", description = "deploy and activate reducer versions"),
         (name = "probes", description = "liveness, readiness, metrics"),
     )
@@ -98,6 +104,16 @@ fn routes(options: &RouterOptions) -> (Router<AppState>, utoipa::openapi::OpenAp
         .routes(routes!(logs::append))
         .routes(routes!(logs::events))
         .routes(routes!(logs::aggregate))
+        .routes(routes!(feed::page))
+        .routes(routes!(feed::stream))
+        .routes(routes!(subscriptions::list))
+        .routes(routes!(
+            subscriptions::put,
+            subscriptions::describe,
+            subscriptions::delete
+        ))
+        .routes(routes!(subscriptions::events))
+        .routes(routes!(subscriptions::checkpoint))
         .layer(RequestBodyLimitLayer::new(options.body_limit));
     let reducers = OpenApiRouter::new()
         .routes(routes!(reducers::deploy))

@@ -59,7 +59,7 @@ impl LogManager {
         )
         .with_key(idempotency_key);
         if !active.validates() {
-            return Ok(self.store.write(write).await?);
+            return Ok(self.store_write(write).await?);
         }
         let turn = self.admission.enter(reducer).await?;
         let start = self
@@ -81,7 +81,7 @@ impl LogManager {
         };
         drop(turn);
         let recorded_at = write.recorded_at;
-        let written = self.store.write(write).await?;
+        let written = self.store_write(write).await?;
         if let Written::Stored(appended) = written {
             self.bindings.insert(appended.log_id, reducer.into());
             let key = cache_key(reducer, &active, appended.log_id);
@@ -106,7 +106,7 @@ impl LogManager {
                 request.events.clone(),
             )
             .with_key(request.idempotency_key);
-            return Ok(self.store.write(write).await?);
+            return Ok(self.store_write(write).await?);
         }
         let key = cache_key(&name, &active, request.log_id);
         // Appends without If-Match take turns on their log in this process,
@@ -147,7 +147,7 @@ impl LogManager {
             };
             let end = write.expected_last_index().unwrap_or_default();
             let recorded_at = write.recorded_at;
-            match self.store.write(write).await {
+            match self.store_write(write).await {
                 Ok(Written::Stored(appended)) => {
                     // Before answering, and still in this log's turn: the
                     // next append and the next reduce fold nothing.

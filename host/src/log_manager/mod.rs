@@ -16,10 +16,12 @@
 mod admission;
 mod append;
 mod deploy;
+mod feed;
 mod flights;
 mod fold;
 mod key_retention;
 mod recent;
+mod subscriptions;
 mod turns;
 
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::LogId;
 use crate::cache::{Anchor, CacheError, CacheKey, CachedReduction, ReductionCache};
 use crate::clock::now_micros;
+use crate::feed::{Feed, FeedOptions};
 use crate::registry::{Registry, RegistryError};
 use crate::runtime::{CachingPolicy, Folded, Reducer, ReducerError, Version};
 use crate::store::{EventStore, LogInfo, StoreError, StoredEvent};
@@ -41,6 +44,7 @@ pub use deploy::{DeployError, DeployOptions, Deployment};
 use flights::Flights;
 use fold::Start;
 use recent::RecentAggregates;
+pub use subscriptions::SubscriptionError;
 use turns::Turns;
 
 /// Tuning of a [`LogManager`].
@@ -71,6 +75,8 @@ pub struct LogManagerOptions {
     /// this many batches (0: only at the end), so that a retry of a reduce
     /// that did not finish resumes from there.
     pub checkpoint_batches: u32,
+    /// How the feed is followed.
+    pub feed: FeedOptions,
 }
 
 impl Default for LogManagerOptions {
@@ -86,6 +92,7 @@ impl Default for LogManagerOptions {
             reducer_concurrency: 64,
             reducer_queue_timeout: Duration::from_secs(1),
             checkpoint_batches: 10,
+            feed: FeedOptions::default(),
         }
     }
 }
@@ -143,6 +150,9 @@ pub enum LogError {
         /// Its concurrency limit.
         limit: usize,
     },
+    /// A subscription operation was refused.
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
 }
 
 impl From<RegistryError> for LogError {
@@ -190,6 +200,8 @@ pub struct LogManager {
     /// The reducer name each log is bound to; a log's binding never
     /// changes, so entries never go stale.
     bindings: moka::sync::Cache<LogId, Arc<str>>,
+    /// The feed as this process follows it.
+    feed: Feed,
 }
 
 /// Stripes of the per-log append turns.
@@ -208,7 +220,9 @@ impl LogManager {
     ) -> Self {
         let admission = Admission::new(options.reducer_concurrency, options.reducer_queue_timeout);
         let recent = RecentAggregates::new(!cache.is_in_process());
+        let feed = Feed::new(store.clone(), options.feed.clone());
         Self {
+            feed,
             store,
             cache,
             recent,
@@ -270,12 +284,6 @@ impl LogManager {
             .store
             .events(log_id, from, limit, self.options.page_bytes)
             .await?)
-    }
-
-    /// Up to `limit` events of all logs after global position `after`, in
-    /// position order.
-    pub async fn feed(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, LogError> {
-        Ok(self.store.feed(after, limit).await?)
     }
 
     /// Reduces a log with its reducer's active version, or with `version`.

@@ -524,12 +524,17 @@ impl Drop for Watch {
     }
 }
 
-fn check_name(name: &str) -> Result<(), RegistryError> {
+/// Whether `name` can name a reducer: 1 to 64 characters of `a-z`, `0-9`,
+/// `-` and `_`, starting with a letter (safe in URLs and cache keys).
+pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let valid = name.len() <= MAX_NAME_LEN
+    name.len() <= MAX_NAME_LEN
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if valid {
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn check_name(name: &str) -> Result<(), RegistryError> {
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(RegistryError::InvalidName(name.to_owned()))

@@ -14,12 +14,17 @@
 //! supplies its SQL), and every request gets its own outcome. Every stored event gets a `position`,
 //! unique in the database, gap-free and increasing in commit order.
 //!
+//! The feed (`feed`) reads every log's events in position order.
+//!
 //! The same databases hold the reducer registry's versions and activations,
 //! behind [`catalog::ReducerCatalog`].
 
 pub mod catalog;
+pub mod feed;
+pub mod hints;
 pub mod postgres;
 pub mod sqlite;
+pub mod subscriptions;
 
 mod batch;
 mod execute;
@@ -35,6 +40,9 @@ use async_trait::async_trait;
 use crate::LogId;
 use crate::payload::Payload;
 
+pub use feed::{FeedEvent, FeedFilter, FeedPage};
+pub use hints::Hints;
+pub use subscriptions::{Subscription, SubscriptionStore};
 pub use write::{Target, Write};
 
 /// Where a create or append went.
@@ -143,9 +151,10 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// Storage of logs and events.
+/// Storage of logs and events (and of the feed's subscriptions, which live
+/// beside them).
 #[async_trait]
-pub trait EventStore: Send + Sync {
+pub trait EventStore: SubscriptionStore {
     /// Creates a log or appends to one, all events or none. Concurrent
     /// writes share transactions; each gets its own outcome.
     async fn write(&self, write: Write) -> Result<Written, StoreError>;
@@ -187,10 +196,24 @@ pub trait EventStore: Send + Sync {
         max_bytes: u64,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Up to `limit` events of every log with a position after `after`, in
-    /// position order. Positions are gap-free and become visible in order,
-    /// so a reader that pages on never misses an event committed later.
-    async fn feed(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Up to `limit` events passing `filter` with a position after
+    /// `after`, in position order, cut once their payloads reach
+    /// `max_bytes` (at least one event). Positions are gap-free and become
+    /// visible in order, so a reader that goes on from the page's
+    /// [`FeedPage::through`] never misses an event committed later.
+    async fn feed(
+        &self,
+        after: u64,
+        filter: &FeedFilter,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<FeedPage, StoreError>;
+
+    /// The position of the last event committed (0 before the first).
+    async fn feed_head(&self) -> Result<u64, StoreError>;
+
+    /// Hints that events may have been committed, by any process.
+    async fn feed_hints(&self) -> Result<Box<dyn Hints>, StoreError>;
 
     /// Up to `limit` logs bound to `reducer`, most recently appended first.
     async fn recent_logs(&self, reducer: &str, limit: u32) -> Result<Vec<LogId>, StoreError>;

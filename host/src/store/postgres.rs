@@ -29,13 +29,19 @@ use uuid::Uuid;
 
 use super::batch::Rows;
 use super::execute::{self, Dialect, Exclusive, Executor, Read};
+use super::feed::{self, FeedFilter, FeedPage, FeedRow};
 use super::group_commit::{BatchWriter, GroupCommit};
+use super::hints::{Hints, Notifications};
 use super::write::{EventRow, KeyRow, stored_events, unavailable};
 use super::{EventStore, LogInfo, StoreError, StoredEvent, Write, Written};
 use crate::LogId;
 
 /// Writes queued per batch, at most.
 const MAX_BATCH: usize = 256;
+
+/// The channel every committed batch is announced on (by its store
+/// statement), for processes following the feed.
+const FEED_CHANNEL: &str = "eventlogs_feed";
 
 /// An [`EventStore`] on PostgreSQL.
 #[derive(Clone)]
@@ -215,7 +221,8 @@ async fn read(on: impl PgExecutor<'_>, ids: &[Uuid], keys: &[&str]) -> Result<Re
 /// process filled since the read, a log or key it stored, fails the
 /// statement on a unique key and stores nothing; so does a log that no
 /// longer ends where the plan found it (the row lock makes the check see
-/// the latest end), through `eventlogs_log_end_moved()`.
+/// the latest end), through `eventlogs_log_end_moved()`. The commit is
+/// announced on [`FEED_CHANNEL`] (`NOTIFY` is delivered at commit).
 async fn store_rows(on: impl PgExecutor<'_>, rows: &Rows<'_>) -> Result<u64, sqlx::Error> {
     let base: i64 = sqlx::query_scalar(
         "WITH range AS (
@@ -244,7 +251,8 @@ async fn store_rows(on: impl PgExecutor<'_>, rows: &Rows<'_>) -> Result<u64, sql
                   AS k(key, print, log_id, first_index, last_index, ordinal, stored_at), range
          )
          SELECT CASE WHEN (SELECT count(*) FROM ends) = cardinality($12::uuid[])
-                     THEN base ELSE eventlogs_log_end_moved() END
+                     THEN base ELSE eventlogs_log_end_moved() END,
+                pg_notify('eventlogs_feed', '')
          FROM range",
     )
     .bind(rows.events())
@@ -340,17 +348,44 @@ impl EventStore for PostgresStore {
         Ok(stored_events(rows))
     }
 
-    async fn feed(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT log_id, idx, position, recorded_at, payload::text FROM events
-             WHERE position > $1 ORDER BY position LIMIT $2",
-        )
-        .bind(i64::try_from(after).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(stored_events(rows))
+    async fn feed(
+        &self,
+        after: u64,
+        filter: &FeedFilter,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<FeedPage, StoreError> {
+        // Every position up to the head is committed and visible to the
+        // next statement (positions become visible in order).
+        let head = self.feed_head().await?;
+        let sql = feed::page_sql(filter, |n| format!("${n}"), "e.payload::text");
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(head as i64)
+            .bind(i64::from(limit))
+            .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+        if let Some(reducer) = &filter.reducer {
+            query = query.bind(reducer);
+        }
+        if let Some(log_id) = filter.log_id {
+            query = query.bind(log_id.as_uuid());
+        }
+        let rows: Vec<FeedRow> = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+        Ok(feed::page(rows, after, head, limit, max_bytes))
+    }
+
+    async fn feed_head(&self) -> Result<u64, StoreError> {
+        sqlx::query_scalar("SELECT last FROM event_positions")
+            .fetch_one(&self.pool)
+            .await
+            .map(|last: i64| last as u64)
+            .map_err(unavailable)
+    }
+
+    async fn feed_hints(&self) -> Result<Box<dyn Hints>, StoreError> {
+        Ok(Box::new(
+            Notifications::listen(&self.pool, FEED_CHANNEL).await?,
+        ))
     }
 
     async fn recent_logs(&self, reducer: &str, limit: u32) -> Result<Vec<LogId>, StoreError> {

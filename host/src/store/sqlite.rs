@@ -23,13 +23,19 @@ use uuid::Uuid;
 
 use super::batch::Rows;
 use super::execute::{self, Dialect, Exclusive, Executor, Read};
+use super::feed::{self, FeedFilter, FeedPage, FeedRow};
 use super::group_commit::GroupCommit;
+use super::hints::{Hints, Poll};
 use super::write::{EventRow, KeyRow, stored_events, unavailable};
 use super::{EventStore, LogInfo, StoreError, StoredEvent, Write, Written};
 use crate::LogId;
 
 /// Writes queued per batch, at most.
 const MAX_BATCH: usize = 256;
+
+/// How often another process's commits are looked for by a process
+/// following the feed.
+const FEED_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// An [`EventStore`] in an SQLite file.
 #[derive(Clone)]
@@ -294,17 +300,44 @@ impl EventStore for SqliteStore {
         Ok(stored_events(rows))
     }
 
-    async fn feed(&self, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT log_id, idx, position, recorded_at, payload FROM events
-             WHERE position > ? ORDER BY position LIMIT ?",
-        )
-        .bind(i64::try_from(after).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(stored_events(rows))
+    async fn feed(
+        &self,
+        after: u64,
+        filter: &FeedFilter,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<FeedPage, StoreError> {
+        // Every position up to the head is committed (writes are
+        // serialised) and visible to the next statement.
+        let head = self.feed_head().await?;
+        let sql = feed::page_sql(filter, |n| format!("?{n}"), "e.payload");
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(head as i64)
+            .bind(i64::from(limit))
+            .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+        if let Some(reducer) = &filter.reducer {
+            query = query.bind(reducer);
+        }
+        if let Some(log_id) = filter.log_id {
+            query = query.bind(log_id.as_uuid());
+        }
+        let rows: Vec<FeedRow> = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+        Ok(feed::page(rows, after, head, limit, max_bytes))
+    }
+
+    async fn feed_head(&self) -> Result<u64, StoreError> {
+        sqlx::query_scalar("SELECT last FROM event_positions")
+            .fetch_one(&self.pool)
+            .await
+            .map(|last: i64| last as u64)
+            .map_err(unavailable)
+    }
+
+    async fn feed_hints(&self) -> Result<Box<dyn Hints>, StoreError> {
+        // Another process's commits are seen by polling; this process's own
+        // wake its followers directly.
+        Ok(Box::new(Poll(FEED_POLL_INTERVAL)))
     }
 
     async fn recent_logs(&self, reducer: &str, limit: u32) -> Result<Vec<LogId>, StoreError> {

@@ -5,7 +5,7 @@
 //! component's bytes, so every host process sees the same set and a restart
 //! needs no files. An activation replaces the one active row of a name in a
 //! single statement and takes the next `generation`, a number that orders
-//! activations across processes. [`ActivationFeed`] tells a process that
+//! activations across processes. Its hints tell a process that
 //! another one may have activated something: PostgreSQL delivers a
 //! `NOTIFY` when the activating transaction commits; SQLite has no
 //! notifications, so its feed is a short poll.
@@ -16,6 +16,7 @@ mod sqlite;
 use async_trait::async_trait;
 
 use super::StoreError;
+use super::hints::Hints;
 use crate::Version;
 
 /// The channel PostgreSQL activations are announced on.
@@ -81,18 +82,9 @@ pub trait ReducerCatalog: Send + Sync {
     /// The active version of every name.
     async fn activations(&self) -> Result<Vec<Activation>, StoreError>;
 
-    /// A feed of hints that activations may have changed.
-    async fn activation_feed(&self) -> Result<Box<dyn ActivationFeed>, StoreError>;
-}
-
-/// Hints that another process may have activated a version. A hint carries
-/// no data: the receiver rereads [`ReducerCatalog::activations`], so a hint
-/// lost or doubled changes nothing but latency.
-#[async_trait]
-pub trait ActivationFeed: Send {
-    /// Waits for the next hint. An error means the feed lost its connection;
-    /// the caller resynchronises and asks for a new feed later.
-    async fn changed(&mut self) -> Result<(), StoreError>;
+    /// Hints that activations may have changed: the receiver rereads
+    /// [`ReducerCatalog::activations`].
+    async fn activation_feed(&self) -> Result<Box<dyn Hints>, StoreError>;
 }
 
 /// A `reducer_versions` row: name, version, size, created_at.

@@ -1,14 +1,13 @@
 //! The reducer catalog on PostgreSQL, announcing activations with `NOTIFY`.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgListener;
 
 use super::{
-    ACTIVATION_CHANNEL, Activation, ActivationFeed, ReducerCatalog, StoredVersion, activation_row,
-    version_row,
+    ACTIVATION_CHANNEL, Activation, ReducerCatalog, StoredVersion, activation_row, version_row,
 };
 use crate::Version;
 use crate::store::StoreError;
+use crate::store::hints::{Hints, Notifications};
 use crate::store::postgres::PostgresStore;
 use crate::store::write::unavailable;
 
@@ -119,32 +118,9 @@ impl ReducerCatalog for PostgresStore {
         rows.into_iter().map(activation_row).collect()
     }
 
-    async fn activation_feed(&self) -> Result<Box<dyn ActivationFeed>, StoreError> {
-        let mut listener = PgListener::connect_with(self.pool())
-            .await
-            .map_err(unavailable)?;
-        listener
-            .listen(ACTIVATION_CHANNEL)
-            .await
-            .map_err(unavailable)?;
-        Ok(Box::new(Notifications { listener }))
-    }
-}
-
-/// Activations announced by `NOTIFY`.
-struct Notifications {
-    listener: PgListener,
-}
-
-#[async_trait]
-impl ActivationFeed for Notifications {
-    async fn changed(&mut self) -> Result<(), StoreError> {
-        // `Ok(None)`: the connection dropped and notifications may have been
-        // missed; the caller rereads everything, which is what a hint asks.
-        self.listener
-            .try_recv()
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+    async fn activation_feed(&self) -> Result<Box<dyn Hints>, StoreError> {
+        Ok(Box::new(
+            Notifications::listen(self.pool(), ACTIVATION_CHANNEL).await?,
+        ))
     }
 }

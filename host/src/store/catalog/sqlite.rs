@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{
-    Activation, ActivationFeed, ReducerCatalog, StoredVersion, activation_row, version_row,
-};
+use super::{Activation, ReducerCatalog, StoredVersion, activation_row, version_row};
 use crate::Version;
 use crate::clock::now_micros;
 use crate::store::StoreError;
+use crate::store::hints::{Hints, Poll};
 use crate::store::sqlite::SqliteStore;
 use crate::store::write::unavailable;
 
@@ -118,18 +117,7 @@ impl ReducerCatalog for SqliteStore {
         rows.into_iter().map(activation_row).collect()
     }
 
-    async fn activation_feed(&self) -> Result<Box<dyn ActivationFeed>, StoreError> {
-        Ok(Box::new(Poll))
-    }
-}
-
-/// A hint every [`POLL_INTERVAL`].
-struct Poll;
-
-#[async_trait]
-impl ActivationFeed for Poll {
-    async fn changed(&mut self) -> Result<(), StoreError> {
-        tokio::time::sleep(POLL_INTERVAL).await;
-        Ok(())
+    async fn activation_feed(&self) -> Result<Box<dyn Hints>, StoreError> {
+        Ok(Box::new(Poll(POLL_INTERVAL)))
     }
 }

@@ -1,0 +1,99 @@
+//! The task that reads newly committed events into the ring.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::Shared;
+use crate::store::{FeedFilter, Hints, StoreError};
+
+/// Events read per store page.
+const PAGE_EVENTS: u32 = 1000;
+
+/// How long to wait before asking for the store's hints again after they
+/// failed.
+const HINTS_RETRY: Duration = Duration::from_secs(1);
+
+/// Reads new events whenever woken, until the feed is closed or dropped.
+pub(super) async fn run(feed: Weak<Shared>) {
+    let mut hints: Option<Box<dyn Hints>> = None;
+    let mut hints_failed_at: Option<tokio::time::Instant> = None;
+    // Nobody followed when it last looked: the ring jumps to the store's
+    // head instead of reading what nobody waits for.
+    let mut stale = true;
+    loop {
+        let Some(shared) = feed.upgrade() else { return };
+        if shared.closed.is_cancelled() {
+            return;
+        }
+        if hints.is_none() && hints_failed_at.is_none_or(|at| at.elapsed() >= HINTS_RETRY) {
+            match shared.store.feed_hints().await {
+                Ok(new) => hints = Some(new),
+                Err(error) => {
+                    tracing::warn!(%error, "feed: no hints from the store; polling");
+                    hints_failed_at = Some(tokio::time::Instant::now());
+                }
+            }
+        }
+        if shared.head.receiver_count() == 0 {
+            stale = true;
+        } else if let Err(error) = read_new(&shared, &mut stale).await {
+            tracing::warn!(%error, "feed: reading new events failed; retrying");
+        }
+        let poll = shared.options.poll;
+        let closed = shared.closed.clone();
+        // Not holding the feed while waiting: dropping it ends the task.
+        let stored = async { shared.stored.notified().await };
+        let hinted = async {
+            match hints.as_mut() {
+                Some(h) => h.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = closed.cancelled() => return,
+            () = stored => {}
+            hint = hinted => {
+                if let Err(error) = hint {
+                    tracing::warn!(%error, "feed: hints lost; reconnecting");
+                    hints = None;
+                }
+            }
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Reads everything committed after the ring's head into the ring.
+async fn read_new(shared: &Arc<Shared>, stale: &mut bool) -> Result<(), StoreError> {
+    if std::mem::take(stale) {
+        let head = shared.store.feed_head().await?;
+        shared.ring.lock().expect("ring lock").reset(head);
+        shared.head.send_replace(head);
+    }
+    loop {
+        let after = shared.ring.lock().expect("ring lock").head();
+        let page = shared
+            .store
+            .feed(
+                after,
+                &FeedFilter::default(),
+                PAGE_EVENTS,
+                shared.options.page_bytes,
+            )
+            .await?;
+        let caught_up = page.through >= page.head;
+        let through = page.through;
+        if through > after {
+            shared
+                .ring
+                .lock()
+                .expect("ring lock")
+                .extend(page.events, through);
+            shared.head.send_replace(through);
+            metrics::gauge!("eventlogs_feed_head_position").set(through as f64);
+        }
+        if caught_up {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! A write load that mixes stored appends with requests that store nothing
+//! (stale `If-Match`, refused events, reused keys, replays), for tests that
+//! read while it runs.
+
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::TestDaemon;
+
+/// Starts `writers` tasks, each sending `each` requests to the payment logs
+/// `logs` through the daemons in turn. Every answer must be 200, 412 or
+/// 422; anything else fails the task.
+pub fn mixed_writers(
+    daemons: &[Arc<TestDaemon>],
+    logs: &[String],
+    writers: usize,
+    each: usize,
+) -> Vec<JoinHandle<()>> {
+    (0..writers)
+        .map(|writer| {
+            let daemon = daemons[writer % daemons.len()].clone();
+            let logs = logs.to_vec();
+            tokio::spawn(async move {
+                for i in 0..each {
+                    let log = &logs[(writer + i) % logs.len()];
+                    let path = format!("/v1/logs/{log}/events");
+                    let send = |request: reqwest::RequestBuilder| async move {
+                        let status = request.send().await.unwrap().status().as_u16();
+                        assert!([200, 412, 422].contains(&status), "status {status}");
+                    };
+                    let request = daemon.request(Method::POST, &path);
+                    match i % 6 {
+                        // Stale: 412.
+                        1 => {
+                            send(request.header("if-match", "\"0\"").json(&json!({"event": {"Captured": {"amount": 1}}})))
+                                .await;
+                        }
+                        // Refused by the reducer in the middle of a batch: 422.
+                        2 => {
+                            send(request.json(&json!({"events": [{"Captured": {"amount": 1}}, {"Bogus": {}}]})))
+                                .await;
+                        }
+                        // A key reused with another body: 422 after its
+                        // first use stored.
+                        3 => {
+                            send(request
+                                .header("idempotency-key", format!("reused-{writer}"))
+                                .json(&json!({"event": {"Captured": {"amount": i}}})))
+                            .await;
+                        }
+                        // The same request twice: the second is a replay.
+                        4 => {
+                            let key = format!("replayed-{writer}-{i}");
+                            let body = json!({"event": {"Refunded": {"amount": 1}}});
+                            for _ in 0..2 {
+                                let request = daemon.request(Method::POST, &path);
+                                send(request.header("idempotency-key", &key).json(&body)).await;
+                            }
+                        }
+                        _ => {
+                            send(request.json(&json!({"events": [{"Captured": {"amount": 1}}, {"Refunded": {"amount": 1}}]})))
+                                .await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
