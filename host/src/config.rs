@@ -231,6 +231,12 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub feed_poll_ms: u64,
 
+    /// Milliseconds a projection read spends folding new events before it
+    /// answers; a build not done by then goes on in the background.
+    #[arg(long, env = "EVENTLOGS_PROJECTION_BUDGET_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub projection_budget_ms: u64,
+
     /// Seconds between heartbeat comments on an idle feed stream.
     #[arg(long, env = "EVENTLOGS_FEED_HEARTBEAT_SECS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=3600))]

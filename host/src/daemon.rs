@@ -127,6 +127,7 @@ impl Daemon {
                 poll: Duration::from_millis(config.feed_poll_ms),
                 ..FeedOptions::default()
             },
+            projection_budget: Duration::from_millis(config.projection_budget_ms),
         };
         let manager = LogManager::new(store, cache, registry, options);
         for deploy in &config.deploy {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{events, postgres, sqlite};
 use eventlogs_host::LogId;
 use eventlogs_host::feed::{Feed, FeedOptions, Followed};
-use eventlogs_host::store::{EventStore, FeedFilter, Write, Written};
+use eventlogs_host::store::{EventStore, FeedFilter, ProjectionState, Write, Written};
 use serde_json::{Value, json};
 
 type Store = Arc<dyn EventStore>;
@@ -47,6 +47,7 @@ behaviours!(
     followers_see_every_event_once_in_order_while_writers_race,
     a_follower_that_falls_out_of_the_buffer_ends_lagged,
     a_closed_feed_ends_its_followers,
+    projection_states_only_move_forward_and_a_new_definition_drops_them,
 );
 
 async fn create(store: &Store, reducer: &str, values: &[Value]) -> LogId {
@@ -377,4 +378,106 @@ async fn a_closed_feed_ends_its_followers(store: Store) {
             .unwrap()
             .unwrap()
     );
+}
+
+async fn projection_states_only_move_forward_and_a_new_definition_drops_them(store: Store) {
+    let name = format!("totals-{}", LogId::new());
+    let payments = filter(Some("payment"), None);
+    let (created, fresh) = store
+        .put_projection(&name, "payment", &payments, 10)
+        .await
+        .unwrap();
+    assert!(fresh);
+    assert_eq!(
+        (
+            created.reducer.as_str(),
+            &created.filter,
+            created.updated_at
+        ),
+        ("payment", &payments, 10)
+    );
+    let v1 = eventlogs_host::Version::of(b"one");
+    let state = |position, caught_up| ProjectionState {
+        version: v1,
+        position,
+        events: position,
+        aggregate: format!("{{\"n\":{position}}}"),
+        caught_up,
+        updated_at: 20,
+    };
+    assert!(
+        store
+            .save_projection_state(&name, 10, &state(5, false))
+            .await
+            .unwrap()
+    );
+    // Not further: not saved. Catching up at the same position: saved.
+    assert!(
+        !store
+            .save_projection_state(&name, 10, &state(3, true))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .save_projection_state(&name, 10, &state(5, false))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_projection_state(&name, 10, &state(5, true))
+            .await
+            .unwrap()
+    );
+    // For an older definition: never saved.
+    assert!(
+        !store
+            .save_projection_state(&name, 9, &state(8, true))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.projection_states(&name).await.unwrap(),
+        [state(5, true)]
+    );
+    // The same definition again keeps the states; another drops them.
+    let (same, fresh) = store
+        .put_projection(&name, "payment", &payments, 30)
+        .await
+        .unwrap();
+    assert!(!fresh);
+    assert_eq!(same.updated_at, 10);
+    assert_eq!(store.projection_states(&name).await.unwrap().len(), 1);
+    let (changed, _) = store
+        .put_projection(&name, "payment", &FeedFilter::default(), 40)
+        .await
+        .unwrap();
+    assert_eq!(
+        (changed.filter, changed.updated_at),
+        (FeedFilter::default(), 40)
+    );
+    assert!(store.projection_states(&name).await.unwrap().is_empty());
+    assert_eq!(
+        store.projection(&name).await.unwrap().unwrap().updated_at,
+        40
+    );
+    assert!(
+        store
+            .projections()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.name == name)
+    );
+    assert!(
+        store
+            .save_projection_state(&name, 40, &state(1, false))
+            .await
+            .unwrap()
+    );
+    assert!(store.delete_projection(&name).await.unwrap());
+    assert!(!store.delete_projection(&name).await.unwrap());
+    assert_eq!(store.projection(&name).await.unwrap(), None);
+    assert!(store.projection_states(&name).await.unwrap().is_empty());
 }

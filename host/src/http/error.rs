@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::auth::Scope;
-use crate::log_manager::{DeployError, LogError, SubscriptionError};
+use crate::log_manager::{DeployError, LogError, ProjectionError, SubscriptionError};
 use crate::registry::RegistryError;
 use crate::runtime::{FailureKind, InvalidComponent, ReducerError};
 use crate::store::StoreError;
@@ -328,7 +328,23 @@ impl From<LogError> for Problem {
             )
             .with("reducer", reducer),
             LogError::Subscription(error) => subscription_refused(&error),
+            LogError::Projection(error) => projection_refused(&error),
         }
+    }
+}
+
+fn projection_refused(error: &ProjectionError) -> Problem {
+    match error {
+        ProjectionError::InvalidName => {
+            Problem::bad_request("invalid-projection-name", error.to_string())
+        }
+        ProjectionError::NotFound(name) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "projection-not-found",
+            "Projection not found",
+            error.to_string(),
+        )
+        .with("projection", name.as_str()),
     }
 }
 

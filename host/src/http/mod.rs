@@ -2,7 +2,7 @@
 //!
 //! Handlers translate HTTP to log-manager and registry calls and back;
 //! nothing below them knows about HTTP. One file per resource (`logs`,
-//! `feed`, `subscriptions`, `reducers`, `probes`), `error` for problem documents, `extract` for
+//! `feed`, `subscriptions`, `projections`, `reducers`, `probes`), `error` for problem documents, `extract` for
 //! request parsing, `auth` for tokens and scopes, `metrics` for request
 //! metrics. The OpenAPI document is generated from the handlers'
 //! annotations, so it lists exactly the routes served.
@@ -16,6 +16,7 @@ mod json_array;
 mod logs;
 mod metrics;
 mod probes;
+mod projections;
 mod reducers;
 pub mod server;
 mod shed;
@@ -90,6 +91,7 @@ pub struct RouterOptions {
         (name = "logs", description = "create logs, append and read events, reduce"),
         (name = "feed", description = "every log's events in position order: pages and a live stream"),
         (name = "subscriptions", description = "named consumers of the feed with checkpoints"),
+        (name = "projections", description = "reducers folding the feed into one aggregate"),
         (name = "reducers", description = "deploy and activate reducer versions"),
         (name = "probes", description = "liveness, readiness, metrics"),
     )
@@ -114,6 +116,12 @@ fn routes(options: &RouterOptions) -> (Router<AppState>, utoipa::openapi::OpenAp
         ))
         .routes(routes!(subscriptions::events))
         .routes(routes!(subscriptions::checkpoint))
+        .routes(routes!(projections::list))
+        .routes(routes!(
+            projections::put,
+            projections::read,
+            projections::delete
+        ))
         .layer(RequestBodyLimitLayer::new(options.body_limit));
     let reducers = OpenApiRouter::new()
         .routes(routes!(reducers::deploy))

@@ -65,14 +65,20 @@ pub struct SubscriptionView {
     updated_at_micros: i64,
 }
 
+impl From<FeedFilter> for FilterView {
+    fn from(filter: FeedFilter) -> Self {
+        Self {
+            reducer: filter.reducer,
+            log_id: filter.log_id.map(|l| l.to_string()),
+        }
+    }
+}
+
 impl From<Subscription> for SubscriptionView {
     fn from(s: Subscription) -> Self {
         Self {
             name: s.name,
-            filter: FilterView {
-                reducer: s.filter.reducer,
-                log_id: s.filter.log_id.map(|l| l.to_string()),
-            },
+            filter: s.filter.into(),
             position: s.position,
             created_at_micros: s.created_at,
             updated_at_micros: s.updated_at,
@@ -128,7 +134,7 @@ pub async fn put(
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], view).into_response())
 }
 
-fn parse_filter(filter: FilterView) -> Result<FeedFilter, Problem> {
+pub(super) fn parse_filter(filter: FilterView) -> Result<FeedFilter, Problem> {
     if let Some(reducer) = &filter.reducer
         && !is_valid_name(reducer)
     {

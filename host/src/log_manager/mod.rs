@@ -20,6 +20,7 @@ mod feed;
 mod flights;
 mod fold;
 mod key_retention;
+mod projections;
 mod recent;
 mod subscriptions;
 mod turns;
@@ -43,6 +44,7 @@ pub use append::Append;
 pub use deploy::{DeployError, DeployOptions, Deployment};
 use flights::Flights;
 use fold::Start;
+pub use projections::{ProjectionError, ProjectionRead};
 use recent::RecentAggregates;
 pub use subscriptions::SubscriptionError;
 use turns::Turns;
@@ -77,6 +79,9 @@ pub struct LogManagerOptions {
     pub checkpoint_batches: u32,
     /// How the feed is followed.
     pub feed: FeedOptions,
+    /// How long a projection read folds new events before it answers (a
+    /// build that is not done by then goes on in the background).
+    pub projection_budget: Duration,
 }
 
 impl Default for LogManagerOptions {
@@ -93,6 +98,7 @@ impl Default for LogManagerOptions {
             reducer_queue_timeout: Duration::from_secs(1),
             checkpoint_batches: 10,
             feed: FeedOptions::default(),
+            projection_budget: Duration::from_secs(1),
         }
     }
 }
@@ -153,6 +159,9 @@ pub enum LogError {
     /// A subscription operation was refused.
     #[error(transparent)]
     Subscription(#[from] SubscriptionError),
+    /// A projection operation was refused.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
 }
 
 impl From<RegistryError> for LogError {
@@ -202,6 +211,8 @@ pub struct LogManager {
     bindings: moka::sync::Cache<LogId, Arc<str>>,
     /// The feed as this process follows it.
     feed: Feed,
+    /// Projection builds running in the background.
+    builds: projections::Builds,
 }
 
 /// Stripes of the per-log append turns.
@@ -223,6 +234,7 @@ impl LogManager {
         let feed = Feed::new(store.clone(), options.feed.clone());
         Self {
             feed,
+            builds: projections::Builds::default(),
             store,
             cache,
             recent,

@@ -98,12 +98,17 @@ impl LogManager {
     }
 }
 
-fn check_name(name: &str) -> Result<(), SubscriptionError> {
-    let fits = (1..=NAME_MAX).contains(&name.len())
+/// Whether `name` is 1 to `max` characters of `[A-Za-z0-9._-]` (safe in
+/// a URL path and in metrics labels).
+pub(super) fn is_plain_name(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.len())
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if fits {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn check_name(name: &str) -> Result<(), SubscriptionError> {
+    if is_plain_name(name, NAME_MAX) {
         Ok(())
     } else {
         Err(SubscriptionError::InvalidName)

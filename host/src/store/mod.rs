@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod feed;
 pub mod hints;
 pub mod postgres;
+pub mod projections;
 pub mod sqlite;
 pub mod subscriptions;
 
@@ -42,6 +43,7 @@ use crate::payload::Payload;
 
 pub use feed::{FeedEvent, FeedFilter, FeedPage};
 pub use hints::Hints;
+pub use projections::{Projection, ProjectionState, ProjectionStore};
 pub use subscriptions::{Subscription, SubscriptionStore};
 pub use write::{Target, Write};
 
@@ -151,10 +153,10 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// Storage of logs and events (and of the feed's subscriptions, which live
-/// beside them).
+/// Storage of logs and events (and of the feed's subscriptions and
+/// projections, which live beside them).
 #[async_trait]
-pub trait EventStore: SubscriptionStore {
+pub trait EventStore: SubscriptionStore + ProjectionStore {
     /// Creates a log or appends to one, all events or none. Concurrent
     /// writes share transactions; each gets its own outcome.
     async fn write(&self, write: Write) -> Result<Written, StoreError>;
