@@ -1,6 +1,7 @@
 //! The feed over HTTP while two daemon processes write (PostgreSQL + Redis)
 //! or several tasks write through one (the embedded defaults), with
-//! conflicts, refused events, reused keys and replays mixed in: a reader
+//! conflicts, refused events, reused keys and replays mixed in at random
+//! (the seed is printed; `EVENTLOGS_TEST_SEED` replays one): a reader
 //! following `/v1/feed/stream`, cut off in the middle and resumed with
 //! `Last-Event-ID`, and a reader paging `/v1/feed` both end with every
 //! stored event exactly once, in position order. Subscriptions resume from
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventlogs_e2e::sse::{SseItem, SseStream};
-use eventlogs_e2e::workload::mixed_writers;
+use eventlogs_e2e::workload::{mixed_writers, seed};
 use eventlogs_e2e::{
     TestDaemon, assert_problem, json, postgres_database, sqlite_database, two_processes,
 };
@@ -65,6 +66,10 @@ async fn follow_stream(
         if let (Some(head), Some(last)) = (*head.borrow(), events.last())
             && last.0 >= head
         {
+            assert!(
+                cut,
+                "the stream was cut after {cut_after} events and resumed"
+            );
             return events;
         }
         if !cut && events.len() >= cut_after {
@@ -133,11 +138,14 @@ async fn readers_see_every_event_once_in_order(
     writers: usize,
     store: Arc<dyn EventStore>,
 ) {
+    let seed = seed();
     let logs = create_payments(&daemons[0], 4).await;
     let (head_tx, head) = tokio::sync::watch::channel(None);
-    let streamed = tokio::spawn(follow_stream(daemons[0].clone(), 60, head.clone()));
+    // Cut somewhere in the first half of what will be written.
+    let cut_after = 10 + (seed % (writers as u64 * 10)) as usize;
+    let streamed = tokio::spawn(follow_stream(daemons[0].clone(), cut_after, head.clone()));
     let paged = tokio::spawn(page_feed(daemons[1].clone(), head));
-    for writer in mixed_writers(&daemons, &logs, writers, 30) {
+    for writer in mixed_writers(&daemons, &logs, writers, 30, seed) {
         writer.await.unwrap();
     }
     let last = store.feed_head().await.unwrap();
@@ -461,6 +469,20 @@ async fn idle_streams_get_heartbeats_and_end_at_shutdown() {
     let metrics = daemon.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.lines().any(|l| l == "eventlogs_feed_followers 1"),
+        "{metrics}"
+    );
+    // An event arrives at once, and its delivery time is measured.
+    daemon
+        .create_log("payment", vec![json!({"Authorized": {"amount": 1}})])
+        .await;
+    let (id, _) = tokio::time::timeout(Duration::from_secs(5), stream.next_event())
+        .await
+        .expect("the event within 5 s")
+        .expect("the stream is open");
+    assert_eq!(id.as_deref(), Some("1"));
+    let metrics = daemon.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("eventlogs_feed_delivery_seconds"),
         "{metrics}"
     );
     let stopped = tokio::time::Instant::now();

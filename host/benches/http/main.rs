@@ -26,7 +26,8 @@
 //! The table is printed and written as JSON to `results/bench-http.json`.
 //! `BENCH_SECONDS` sets each load phase's length (default 10);
 //! `BENCH_APPENDS_ONLY` stops after the own-log append phases,
-//! `BENCH_STOP_AFTER_FEED` after the feed's;
+//! `BENCH_STOP_AFTER_FEED` after the feed's, and `BENCH_FEED_ONLY` runs
+//! the feed's alone;
 //! `BENCH_BIG_LOG` the long log's length (default 1,000,000).
 
 mod baseline;
@@ -54,8 +55,9 @@ async fn main() {
     let client = load::Client::new(&daemon.url);
     let mut report = Report::default();
 
+    let feed_only = std::env::var_os("BENCH_FEED_ONLY").is_some();
     let mut single_event_appends = 0.0;
-    for clients in [16, 64] {
+    for clients in if feed_only { vec![] } else { vec![16, 64] } {
         eprintln!("appends: {clients} clients, each on its own log, {seconds} s per phase");
         let validated = load::own_logs(&client, "payment", clients, phase).await;
         let unvalidated = load::own_logs(&client, "counter", clients, phase).await;
@@ -112,6 +114,12 @@ async fn main() {
         ));
     }
 
+    if feed_only {
+        feed_phases(&client, &daemon, &database, phase, &mut report).await;
+        daemon.stop();
+        report.print();
+        return;
+    }
     let metrics = client.metrics().await;
     let batch_stat = |name: &str| {
         metrics
@@ -178,47 +186,7 @@ async fn main() {
         1.0,
     ));
 
-    eprintln!("feed: delivery lag under 16 appending clients, {seconds} s");
-    let lag = feed::delivery_lag(&client, 16, phase).await;
-    report.push(Figure::limit(
-        "feed stream delivery lag p99, append answered to event arrived (ms)",
-        lag.p99(),
-        lag.p50(),
-        "p50 (ms)",
-        50.0,
-    ));
-    report.push(Figure::plain(
-        "appends measured for the delivery lag",
-        lag.appends as f64,
-        "",
-        0.0,
-    ));
-    eprintln!("feed: pages of 1,000 over HTTP against sqlx on the events table");
-    let (pages, direct) = feed::page_throughput(&client, &database).await;
-    report.push(Figure::ratio(
-        "feed pages of 1,000 over HTTP (events/s)",
-        pages,
-        direct,
-        "sqlx reading events by position, pages of 1,000",
-        1.0,
-    ));
-    eprintln!("feed: appends with 1,000 idle stream subscribers, 2 x {seconds} s");
-    let without = load::own_logs(&client, "payment", 16, phase).await;
-    let (with, grown) =
-        feed::appends_with_idle_subscribers(&client, 1000, phase, || daemon.rss_kib()).await;
-    report.push(Figure::ratio(
-        "appends, 16 clients, payment, with 1,000 idle subscribers (req/s)",
-        with.per_second(),
-        without.per_second(),
-        "the same without subscribers",
-        0.9,
-    ));
-    report.push(Figure::plain(
-        "daemon RSS growth opening 1,000 idle subscribers (MiB)",
-        grown as f64 / 1024.0,
-        "per subscriber (KiB)",
-        grown as f64 / 1000.0,
-    ));
+    feed_phases(&client, &daemon, &database, phase, &mut report).await;
     if std::env::var_os("BENCH_STOP_AFTER_FEED").is_some() {
         daemon.stop();
         report.print();
@@ -323,6 +291,63 @@ async fn main() {
     daemon.stop();
     report.print();
     report.write("results/bench-http.json");
+}
+
+/// The feed's phases: delivery lag, page throughput, idle subscribers.
+async fn feed_phases(
+    client: &load::Client,
+    daemon: &daemon::Daemon,
+    database: &str,
+    phase: Duration,
+    report: &mut Report,
+) {
+    eprintln!(
+        "feed: delivery lag under 16 appending clients, {} s",
+        phase.as_secs()
+    );
+    let lag = feed::delivery_lag(client, 16, phase).await;
+    report.push(Figure::limit(
+        "feed stream delivery lag p99, append answered to event arrived (ms)",
+        lag.p99(),
+        lag.p50(),
+        "p50 (ms)",
+        50.0,
+    ));
+    report.push(Figure::plain(
+        "appends measured for the delivery lag",
+        lag.appends as f64,
+        "",
+        0.0,
+    ));
+    eprintln!("feed: pages of 1,000 over HTTP against sqlx on the events table");
+    let (pages, direct) = feed::page_throughput(client, database).await;
+    // No target: the daemon adds HTTP, JSON and the reducer names.
+    report.push(Figure::plain(
+        "feed pages of 1,000 over HTTP (events/s)",
+        pages,
+        "sqlx reading events by position, pages of 1,000 (events/s)",
+        direct,
+    ));
+    eprintln!(
+        "feed: appends with 1,000 idle stream subscribers, 2 x {} s",
+        phase.as_secs()
+    );
+    let without = load::own_logs(client, "payment", 16, phase).await;
+    let (with, grown) =
+        feed::appends_with_idle_subscribers(client, 1000, phase, || daemon.rss_kib()).await;
+    report.push(Figure::ratio(
+        "appends, 16 clients, payment, with 1,000 idle subscribers (req/s)",
+        with.per_second(),
+        without.per_second(),
+        "the same without subscribers",
+        0.9,
+    ));
+    report.push(Figure::plain(
+        "daemon RSS growth opening 1,000 idle subscribers (MiB)",
+        grown as f64 / 1024.0,
+        "per subscriber (KiB)",
+        grown as f64 / 1000.0,
+    ));
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

@@ -2,11 +2,10 @@
 //! then the ring.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::watch;
-
-use super::Shared;
 use super::ring::Behind;
+use super::{Shared, Slot};
 use crate::store::{FeedEvent, FeedFilter, StoreError};
 
 /// Events handed out of the ring per step, at most.
@@ -28,10 +27,8 @@ pub enum Followed {
 /// A follower of the feed, from [`super::Feed::follow`].
 pub struct Follow {
     shared: Arc<Shared>,
-    head: watch::Receiver<u64>,
-    filter: FeedFilter,
-    /// Every event up to this position was handed out or filtered away.
-    covered: u64,
+    id: u64,
+    slot: Arc<Slot>,
     /// Whether it has read from the ring (then it no longer pages the store).
     live: bool,
     ended: bool,
@@ -39,15 +36,24 @@ pub struct Follow {
 
 impl Follow {
     pub(super) fn new(shared: Arc<Shared>, after: u64, filter: FeedFilter) -> Self {
-        let head = shared.head.subscribe();
+        let slot = Arc::new(Slot {
+            filter,
+            covered: AtomicU64::new(after),
+            wake: tokio::sync::Notify::new(),
+        });
+        let id = shared.next_follower.fetch_add(1, Ordering::Relaxed);
+        shared
+            .followers
+            .lock()
+            .expect("followers lock")
+            .insert(id, slot.clone());
         // The tail may be idle (it reads only while someone follows).
         shared.stored.notify_one();
         metrics::gauge!("eventlogs_feed_followers").increment(1);
         Self {
             shared,
-            head,
-            filter,
-            covered: after,
+            id,
+            slot,
             live: false,
             ended: false,
         }
@@ -71,31 +77,30 @@ impl Follow {
             if self.shared.closed.is_cancelled() {
                 return None;
             }
-            let held = {
-                let ring = self.shared.ring.lock().expect("ring lock");
-                // Marked seen before reading: a head announced after this
-                // wakes the wait below.
-                self.head.borrow_and_update();
-                ring.after(self.covered, RING_STEP)
-            };
+            let covered = self.slot.covered.load(Ordering::SeqCst);
+            let held = self
+                .shared
+                .ring
+                .lock()
+                .expect("ring lock")
+                .after(covered, RING_STEP);
             match held {
                 Ok(events) if events.is_empty() => {
+                    // Woken when events it wants arrive (a wake sent since
+                    // the ring was read is kept).
                     tokio::select! {
                         () = self.shared.closed.cancelled() => return None,
-                        changed = self.head.changed() => {
-                            if changed.is_err() {
-                                return None;
-                            }
-                        }
+                        () = self.slot.wake.notified() => {}
                     }
                 }
                 Ok(events) => {
                     self.live = true;
                     let last = events.last().expect("not empty").event.position;
-                    self.covered = last;
+                    self.slot.cover(last);
+                    let filter = &self.slot.filter;
                     let passing: Vec<_> = events
                         .into_iter()
-                        .filter(|e| self.filter.matches(e.event.log_id, &e.reducer))
+                        .filter(|e| filter.matches(e.event.log_id, &e.reducer))
                         .collect();
                     if !passing.is_empty() {
                         return Some(Followed::Events(passing));
@@ -111,8 +116,8 @@ impl Follow {
                         .shared
                         .store
                         .feed(
-                            self.covered,
-                            &self.filter,
+                            covered,
+                            &self.slot.filter,
                             options.page_limit,
                             options.page_bytes,
                         )
@@ -121,7 +126,7 @@ impl Follow {
                         Ok(page) => page,
                         Err(error) => return Some(Followed::Failed(error)),
                     };
-                    self.covered = page.through;
+                    self.slot.cover(page.through);
                     if !page.events.is_empty() {
                         return Some(Followed::Events(
                             page.events.into_iter().map(Arc::new).collect(),
@@ -135,6 +140,11 @@ impl Follow {
 
 impl Drop for Follow {
     fn drop(&mut self) {
+        self.shared
+            .followers
+            .lock()
+            .expect("followers lock")
+            .remove(&self.id);
         metrics::gauge!("eventlogs_feed_followers").decrement(1);
     }
 }

@@ -14,10 +14,12 @@ mod follow;
 mod ring;
 mod tail;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{EventStore, FeedFilter};
@@ -56,13 +58,35 @@ pub struct Feed {
     shared: Arc<Shared>,
 }
 
+/// What the tail knows of one follower.
+struct Slot {
+    /// Which events it wants.
+    filter: FeedFilter,
+    /// Every event up to this position was handed out or filtered away.
+    /// The follower moves it as it reads; the tail moves it past new events
+    /// none of which pass the filter, so that an idle follower is never
+    /// woken for them and never falls behind the ring.
+    covered: AtomicU64,
+    /// Wakes the follower: events it wants arrived, or the feed closed.
+    wake: Notify,
+}
+
+impl Slot {
+    /// Marks everything up to `position` covered (never moving back).
+    fn cover(&self, position: u64) {
+        self.covered.fetch_max(position, Ordering::SeqCst);
+    }
+}
+
 /// What the tail and the followers share.
 struct Shared {
     store: Arc<dyn EventStore>,
     options: FeedOptions,
     ring: Mutex<Ring>,
-    /// The ring's head, announced to followers (and counting them).
-    head: watch::Sender<u64>,
+    /// Every follower, by id.
+    followers: Mutex<HashMap<u64, Arc<Slot>>>,
+    /// The next follower's id.
+    next_follower: AtomicU64,
     /// Wakes the tail: this process stored events.
     stored: Notify,
     /// Ends the tail and every follower.
@@ -79,7 +103,8 @@ impl Feed {
             shared: Arc::new(Shared {
                 store,
                 ring: Mutex::new(ring),
-                head: watch::Sender::new(0),
+                followers: Mutex::default(),
+                next_follower: AtomicU64::new(0),
                 stored: Notify::new(),
                 closed: CancellationToken::new(),
                 started: OnceLock::new(),
@@ -103,12 +128,56 @@ impl Feed {
 
     /// How many followers there are now.
     pub fn followers(&self) -> usize {
-        self.shared.head.receiver_count()
+        self.shared.followers.lock().expect("followers lock").len()
     }
 
     /// Ends every follower and the tail (at shutdown: a stream would
     /// otherwise hold its connection open until the deadline).
     pub fn close(&self) {
         self.shared.closed.cancel();
+    }
+}
+
+impl Shared {
+    /// Tells each follower about the events just added to the ring, which
+    /// covers `(floor, head]` and was at `old_head` before them: a follower
+    /// that waits at `old_head` or later is woken only if one of them
+    /// passes its filter, and otherwise moved past them.
+    fn announce(
+        &self,
+        events: &[Arc<crate::store::FeedEvent>],
+        floor: u64,
+        old_head: u64,
+        head: u64,
+    ) {
+        let followers: Vec<Arc<Slot>> = self
+            .followers
+            .lock()
+            .expect("followers lock")
+            .values()
+            .cloned()
+            .collect();
+        for slot in followers {
+            let covered = slot.covered.load(Ordering::SeqCst);
+            if covered >= head {
+                continue;
+            }
+            // Still reading what came before (or from the store): awake.
+            if covered < old_head || covered < floor {
+                slot.wake.notify_one();
+                continue;
+            }
+            let wanted = events.iter().any(|e| {
+                e.event.position > covered && slot.filter.matches(e.event.log_id, &e.reducer)
+            });
+            if wanted
+                || slot
+                    .covered
+                    .compare_exchange(covered, head, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+            {
+                slot.wake.notify_one();
+            }
+        }
     }
 }

@@ -39,12 +39,17 @@ impl Ring {
         self.head
     }
 
+    /// The position after which the ring holds every event.
+    pub(crate) fn floor(&self) -> u64 {
+        self.floor
+    }
+
     /// Adds the events read after [`Ring::head`], through `through`, and
     /// drops the oldest past the budget.
-    pub(crate) fn extend(&mut self, events: Vec<FeedEvent>, through: u64) {
+    pub(crate) fn extend(&mut self, events: Vec<Arc<FeedEvent>>, through: u64) {
         for event in events {
             self.bytes += event.event.payload.len() as u64;
-            self.events.push_back(Arc::new(event));
+            self.events.push_back(event);
         }
         self.head = self.head.max(through);
         while self.bytes > self.budget && self.events.len() > 1 {
@@ -84,8 +89,8 @@ mod tests {
     use crate::LogId;
     use crate::store::StoredEvent;
 
-    fn event(position: u64, bytes: usize) -> FeedEvent {
-        FeedEvent {
+    fn event(position: u64, bytes: usize) -> Arc<FeedEvent> {
+        Arc::new(FeedEvent {
             reducer: "r".into(),
             event: StoredEvent {
                 log_id: LogId::default(),
@@ -94,7 +99,7 @@ mod tests {
                 recorded_at: 0,
                 payload: "x".repeat(bytes),
             },
-        }
+        })
     }
 
     fn positions(events: &[Arc<FeedEvent>]) -> Vec<u64> {

@@ -4,7 +4,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::Shared;
-use crate::store::{FeedFilter, Hints, StoreError};
+use crate::store::{FeedEvent, FeedFilter, Hints, StoreError};
 
 /// Events read per store page.
 const PAGE_EVENTS: u32 = 1000;
@@ -34,7 +34,7 @@ pub(super) async fn run(feed: Weak<Shared>) {
                 }
             }
         }
-        if shared.head.receiver_count() == 0 {
+        if shared.followers.lock().expect("followers lock").is_empty() {
             stale = true;
         } else if let Err(error) = read_new(&shared, &mut stale).await {
             tracing::warn!(%error, "feed: reading new events failed; retrying");
@@ -63,12 +63,14 @@ pub(super) async fn run(feed: Weak<Shared>) {
     }
 }
 
-/// Reads everything committed after the ring's head into the ring.
+/// Reads everything committed after the ring's head into the ring, and
+/// tells the followers.
 async fn read_new(shared: &Arc<Shared>, stale: &mut bool) -> Result<(), StoreError> {
     if std::mem::take(stale) {
         let head = shared.store.feed_head().await?;
         shared.ring.lock().expect("ring lock").reset(head);
-        shared.head.send_replace(head);
+        // Anyone behind the new floor reads the store.
+        shared.announce(&[], head, head, head);
     }
     loop {
         let after = shared.ring.lock().expect("ring lock").head();
@@ -84,12 +86,13 @@ async fn read_new(shared: &Arc<Shared>, stale: &mut bool) -> Result<(), StoreErr
         let caught_up = page.through >= page.head;
         let through = page.through;
         if through > after {
-            shared
-                .ring
-                .lock()
-                .expect("ring lock")
-                .extend(page.events, through);
-            shared.head.send_replace(through);
+            let events: Vec<Arc<FeedEvent>> = page.events.into_iter().map(Arc::new).collect();
+            let floor = {
+                let mut ring = shared.ring.lock().expect("ring lock");
+                ring.extend(events.clone(), through);
+                ring.floor()
+            };
+            shared.announce(&events, floor, after, through);
             metrics::gauge!("eventlogs_feed_head_position").set(through as f64);
         }
         if caught_up {

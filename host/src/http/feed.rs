@@ -229,6 +229,9 @@ async fn next_events(mut follow: Follow) -> Option<(Vec<Result<Event, Infallible
 }
 
 fn sse_event(event: &FeedEvent) -> Event {
+    // From the moment the event was recorded (before its commit) to now.
+    let age_micros = crate::clock::now_micros().saturating_sub(event.event.recorded_at);
+    metrics::histogram!("eventlogs_feed_delivery_seconds").record(age_micros.max(0) as f64 / 1e6);
     let id = event.event.position.to_string();
     let data = FeedRecord::of(event.clone())
         .and_then(|record| serde_json::to_string(&record).map_err(|e| Problem::internal(&e)));

@@ -1,5 +1,5 @@
-//! A JSON array response written one element at a time: the body is
-//! produced as the client reads it, so a page is never held twice (as
+//! A JSON array response written a chunk of elements at a time: the body
+//! is produced as the client reads it, so a page is never held twice (as
 //! records and again as one serialised buffer).
 
 use axum::body::{Body, Bytes};
@@ -7,21 +7,32 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// `items` as a JSON array, serialised element by element while the body
-/// is sent (chunked, without a `Content-Length`).
+/// Bytes of serialised elements gathered before they are sent as one chunk:
+/// a chunk per element would cost a write per element.
+const CHUNK_BYTES: usize = 64 << 10;
+
+/// `items` as a JSON array, serialised a chunk of elements at a time while
+/// the body is sent (chunked, without a `Content-Length`).
 pub(crate) fn streamed<T: Serialize + Send + 'static>(items: Vec<T>) -> Response {
     let headers = [(header::CONTENT_TYPE, "application/json")];
     if items.is_empty() {
         return (headers, "[]").into_response();
     }
-    let count = items.len();
-    let chunks = items.into_iter().enumerate().map(move |(i, item)| {
-        let mut chunk = vec![if i == 0 { b'[' } else { b',' }];
-        serde_json::to_writer(&mut chunk, &item)?;
-        if i + 1 == count {
-            chunk.push(b']');
+    let mut items = items.into_iter().enumerate().peekable();
+    let chunks = std::iter::from_fn(move || {
+        let mut chunk = Vec::new();
+        while chunk.len() < CHUNK_BYTES {
+            let (i, item) = items.next()?;
+            chunk.push(if i == 0 { b'[' } else { b',' });
+            if let Err(error) = serde_json::to_writer(&mut chunk, &item) {
+                return Some(Err(error));
+            }
+            if items.peek().is_none() {
+                chunk.push(b']');
+                break;
+            }
         }
-        Ok::<_, serde_json::Error>(Bytes::from(chunk))
+        Some(Ok::<_, serde_json::Error>(Bytes::from(chunk)))
     });
     (
         headers,
@@ -51,5 +62,13 @@ mod tests {
             serde_json::json!(null),
         ];
         assert_eq!(text(streamed(rows)).await, r#"[{"a":1},"b",null]"#);
+    }
+
+    #[tokio::test]
+    async fn many_elements_span_several_chunks_and_stay_one_array() {
+        let rows: Vec<String> = (0..5000).map(|i| format!("{i:0>40}")).collect();
+        let parsed: Vec<String> =
+            serde_json::from_str(&text(streamed(rows.clone())).await).unwrap();
+        assert_eq!(parsed, rows);
     }
 }
