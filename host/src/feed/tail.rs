@@ -13,6 +13,11 @@ const PAGE_EVENTS: u32 = 1000;
 /// failed.
 const HINTS_RETRY: Duration = Duration::from_secs(1);
 
+/// The shortest time between two reads: under a steady write load every
+/// commit wakes the tail, and a read per commit would cost the writers
+/// more than the few milliseconds of delivery this adds.
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(5);
+
 /// Reads new events whenever woken, until the feed is closed or dropped.
 pub(super) async fn run(feed: Weak<Shared>) {
     let mut hints: Option<Box<dyn Hints>> = None;
@@ -36,8 +41,12 @@ pub(super) async fn run(feed: Weak<Shared>) {
         }
         if shared.followers.lock().expect("followers lock").is_empty() {
             stale = true;
-        } else if let Err(error) = read_new(&shared, &mut stale).await {
-            tracing::warn!(%error, "feed: reading new events failed; retrying");
+        } else {
+            let read_at = tokio::time::Instant::now();
+            if let Err(error) = read_new(&shared, &mut stale).await {
+                tracing::warn!(%error, "feed: reading new events failed; retrying");
+            }
+            tokio::time::sleep_until(read_at + MIN_READ_INTERVAL).await;
         }
         let poll = shared.options.poll;
         let closed = shared.closed.clone();

@@ -53,37 +53,44 @@ pub struct FeedPage {
     pub head: u64,
 }
 
-/// A feed row: log id, index, position, recorded at, payload, reducer.
-pub(crate) type FeedRow = (Uuid, i64, i64, i64, String, String);
+/// A feed row: the head as the statement saw it, then the event's log id,
+/// index, position, recorded at, payload and reducer (all `NULL` on the
+/// one row of an empty page).
+pub(crate) type FeedRow = (
+    i64,
+    Option<Uuid>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
 
 /// The page `rows` make, read after `after` with `limit` and a byte budget
-/// of `max_bytes`, when the last committed position was `head` as the read
-/// began. A page that may have been cut (by `limit` or by bytes) reaches
-/// its last event; a page that was not reaches `head`.
-pub(crate) fn page(
-    rows: Vec<FeedRow>,
-    after: u64,
-    head: u64,
-    limit: u32,
-    max_bytes: u64,
-) -> FeedPage {
-    let bytes: u64 = rows.iter().map(|row| row.4.len() as u64).sum();
-    let cut = rows.len() >= limit as usize || bytes >= max_bytes;
+/// of `max_bytes`. A page that may have been cut (by `limit` or by bytes)
+/// reaches its last event; a page that was not reaches the head its
+/// statement saw.
+pub(crate) fn page(rows: Vec<FeedRow>, after: u64, limit: u32, max_bytes: u64) -> FeedPage {
+    let head = rows.first().map_or(after, |row| row.0 as u64);
     let events: Vec<FeedEvent> = rows
         .into_iter()
-        .map(
-            |(log_id, index, position, recorded_at, payload, reducer)| FeedEvent {
-                reducer,
-                event: StoredEvent {
-                    log_id: log_id.into(),
-                    index: index as u64,
-                    position: position as u64,
-                    recorded_at,
-                    payload,
-                },
+        .filter_map(
+            |(_, log_id, index, position, recorded_at, payload, reducer)| {
+                Some(FeedEvent {
+                    reducer: reducer?,
+                    event: StoredEvent {
+                        log_id: log_id?.into(),
+                        index: index? as u64,
+                        position: position? as u64,
+                        recorded_at: recorded_at?,
+                        payload: payload?,
+                    },
+                })
             },
         )
         .collect();
+    let bytes: u64 = events.iter().map(|e| e.event.payload.len() as u64).sum();
+    let cut = events.len() >= limit as usize || bytes >= max_bytes;
     let through = match events.last() {
         Some(last) if cut => last.event.position,
         _ => head,
@@ -91,19 +98,24 @@ pub(crate) fn page(
     FeedPage {
         events,
         through: through.max(after),
-        head,
+        head: head.max(through),
     }
 }
 
-/// The SQL of a feed page for a filter's shape. Its parameters, named by
-/// `param(n)` (1-based) in the store's syntax, are bound in this order:
-/// after, head, limit, max bytes, then the reducer name and the log id if
-/// the filter has them. `payload` is the payload column as text. Each shape
-/// is its own statement, so each gets its own plan.
+/// The SQL of a feed page for a filter's shape, one statement (so one
+/// snapshot): the rows and, on each, the head, the counter's value in that
+/// snapshot (every position up to it is committed and visible in it, since
+/// positions become visible in order); no event past the head is read. Its
+/// parameters, named by `param(n)` (1-based) in the store's syntax, are
+/// bound in this order: after, limit, max bytes, then the reducer name and
+/// the log id if the filter has them. `payload` is the payload column as
+/// text. Each shape is its own statement, so each gets its own plan. An
+/// empty result says nothing of the head: read it alone then.
 pub(crate) fn page_sql(filter: &FeedFilter, param: fn(usize) -> String, payload: &str) -> String {
-    let (after, head, limit, max_bytes) = (param(1), param(2), param(3), param(4));
-    let mut next = 5;
-    let mut conditions = format!("e.position > {after} AND e.position <= {head}");
+    let (after, limit, max_bytes) = (param(1), param(2), param(3));
+    let mut next = 4;
+    let mut conditions =
+        format!("e.position > {after} AND e.position <= (SELECT last FROM event_positions)");
     if filter.reducer.is_some() {
         conditions.push_str(&format!(" AND l.reducer = {}", param(next)));
         next += 1;
@@ -111,14 +123,17 @@ pub(crate) fn page_sql(filter: &FeedFilter, param: fn(usize) -> String, payload:
     if filter.log_id.is_some() {
         conditions.push_str(&format!(" AND e.log_id = {}", param(next)));
     }
+    // The head's one row, joined to the page's rows (none: one row of
+    // NULLs), so that even an empty page says how far it looked.
     format!(
-        "SELECT log_id, idx, position, recorded_at, payload, reducer FROM (
+        "SELECT h.head, page.log_id, page.idx, page.position, page.recorded_at, page.payload, page.reducer
+         FROM (SELECT last AS head FROM event_positions) h LEFT JOIN (
              SELECT e.log_id, e.idx, e.position, e.recorded_at, {payload} AS payload, l.reducer,
                     sum(e.payload_bytes) OVER (ORDER BY e.position) - e.payload_bytes AS before
              FROM events e JOIN logs l ON l.log_id = e.log_id
              WHERE {conditions}
              ORDER BY e.position LIMIT {limit}
-         ) page WHERE before < {max_bytes} ORDER BY position"
+         ) page ON page.before < {max_bytes} ORDER BY page.position"
     )
 }
 
@@ -128,23 +143,30 @@ mod tests {
 
     fn row(position: i64, bytes: usize) -> FeedRow {
         (
-            Uuid::nil(),
-            position,
-            position,
-            0,
-            "x".repeat(bytes),
-            "r".into(),
+            9,
+            Some(Uuid::nil()),
+            Some(position),
+            Some(position),
+            Some(0),
+            Some("x".repeat(bytes)),
+            Some("r".into()),
         )
+    }
+
+    fn empty(head: i64) -> FeedRow {
+        (head, None, None, None, None, None, None)
     }
 
     #[test]
     fn a_short_page_reaches_the_head_and_a_cut_one_its_last_event() {
-        assert_eq!(page(vec![row(3, 1)], 2, 9, 10, 100).through, 9);
-        assert_eq!(page(vec![], 2, 9, 10, 100).through, 9);
-        assert_eq!(page(vec![row(3, 1), row(5, 1)], 2, 9, 2, 100).through, 5);
-        assert_eq!(page(vec![row(3, 60), row(5, 60)], 2, 9, 10, 100).through, 5);
+        assert_eq!(page(vec![row(3, 1)], 2, 10, 100).through, 9);
+        let nothing = page(vec![empty(9)], 2, 10, 100);
+        assert!(nothing.events.is_empty());
+        assert_eq!((nothing.through, nothing.head), (9, 9));
+        assert_eq!(page(vec![row(3, 1), row(5, 1)], 2, 2, 100).through, 5);
+        assert_eq!(page(vec![row(3, 60), row(5, 60)], 2, 10, 100).through, 5);
         // Never before where the reader already was.
-        assert_eq!(page(vec![], 7, 5, 10, 100).through, 7);
+        assert_eq!(page(vec![empty(5)], 7, 10, 100).through, 7);
     }
 
     #[test]

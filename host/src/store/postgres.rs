@@ -355,13 +355,9 @@ impl EventStore for PostgresStore {
         limit: u32,
         max_bytes: u64,
     ) -> Result<FeedPage, StoreError> {
-        // Every position up to the head is committed and visible to the
-        // next statement (positions become visible in order).
-        let head = self.feed_head().await?;
         let sql = feed::page_sql(filter, |n| format!("${n}"), "e.payload::text");
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
-            .bind(head as i64)
             .bind(i64::from(limit))
             .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX));
         if let Some(reducer) = &filter.reducer {
@@ -371,7 +367,7 @@ impl EventStore for PostgresStore {
             query = query.bind(log_id.as_uuid());
         }
         let rows: Vec<FeedRow> = query.fetch_all(&self.pool).await.map_err(unavailable)?;
-        Ok(feed::page(rows, after, head, limit, max_bytes))
+        Ok(feed::page(rows, after, limit, max_bytes))
     }
 
     async fn feed_head(&self) -> Result<u64, StoreError> {

@@ -307,13 +307,9 @@ impl EventStore for SqliteStore {
         limit: u32,
         max_bytes: u64,
     ) -> Result<FeedPage, StoreError> {
-        // Every position up to the head is committed (writes are
-        // serialised) and visible to the next statement.
-        let head = self.feed_head().await?;
         let sql = feed::page_sql(filter, |n| format!("?{n}"), "e.payload");
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
-            .bind(head as i64)
             .bind(i64::from(limit))
             .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX));
         if let Some(reducer) = &filter.reducer {
@@ -323,7 +319,7 @@ impl EventStore for SqliteStore {
             query = query.bind(log_id.as_uuid());
         }
         let rows: Vec<FeedRow> = query.fetch_all(&self.pool).await.map_err(unavailable)?;
-        Ok(feed::page(rows, after, head, limit, max_bytes))
+        Ok(feed::page(rows, after, limit, max_bytes))
     }
 
     async fn feed_head(&self) -> Result<u64, StoreError> {
