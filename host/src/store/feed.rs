@@ -115,7 +115,7 @@ pub(crate) fn page_sql(filter: &FeedFilter, param: fn(usize) -> String, payload:
     let (after, limit, max_bytes) = (param(1), param(2), param(3));
     let mut next = 4;
     let mut conditions =
-        format!("e.position > {after} AND e.position <= (SELECT last FROM event_positions)");
+        format!("e.position > {after} AND e.position <= (SELECT last FROM event_positions LIMIT 1)");
     if filter.reducer.is_some() {
         conditions.push_str(&format!(" AND l.reducer = {}", param(next)));
         next += 1;
@@ -124,10 +124,13 @@ pub(crate) fn page_sql(filter: &FeedFilter, param: fn(usize) -> String, payload:
         conditions.push_str(&format!(" AND e.log_id = {}", param(next)));
     }
     // The head's one row, joined to the page's rows (none: one row of
-    // NULLs), so that even an empty page says how far it looked.
+    // NULLs), so that even an empty page says how far it looked. `LIMIT 1`
+    // tells the planner the counter is one row: without statistics it
+    // guessed 2,200, costed the page past PostgreSQL's JIT threshold and
+    // spent 14 ms compiling each one (46 ms a page instead of 2.4).
     format!(
         "SELECT h.head, page.log_id, page.idx, page.position, page.recorded_at, page.payload, page.reducer
-         FROM (SELECT last AS head FROM event_positions) h LEFT JOIN (
+         FROM (SELECT last AS head FROM event_positions LIMIT 1) h LEFT JOIN (
              SELECT e.log_id, e.idx, e.position, e.recorded_at, {payload} AS payload, l.reducer,
                     sum(e.payload_bytes) OVER (ORDER BY e.position) - e.payload_bytes AS before
              FROM events e JOIN logs l ON l.log_id = e.log_id
