@@ -50,7 +50,8 @@ pub(super) async fn run(feed: Weak<Shared>) {
         }
         let poll = shared.options.poll;
         let closed = shared.closed.clone();
-        // Not holding the feed while waiting: dropping it ends the task.
+        // The feed is upgraded afresh each round: once every `Feed` is
+        // dropped, the task ends after its next wake (at most `poll`).
         let stored = async { shared.stored.notified().await };
         let hinted = async {
             match hints.as_mut() {

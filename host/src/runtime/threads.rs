@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
 
 /// How long an idle thread waits for a call before it ends.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -47,8 +48,14 @@ pub(crate) struct CallThreads {
 }
 
 struct Inner {
-    jobs: Sender<Job>,
-    queue: Receiver<Job>,
+    /// Calls waiting for a thread. A mutex and a condition variable rather
+    /// than a lock-free channel: an idle thread sleeps at once instead of
+    /// spinning and yielding first, which on a machine of two busy cores
+    /// took more CPU than the reducer calls (`sched_yield` in a profile of
+    /// validated appends).
+    queue: Mutex<VecDeque<Job>>,
+    /// Signalled when a call is queued.
+    queued: Condvar,
     /// Calls queued, or running on a thread that was not demoted.
     pending: AtomicUsize,
     /// Threads alive and not demoted.
@@ -60,11 +67,10 @@ struct Inner {
 impl CallThreads {
     /// A pool whose threads have `stack_bytes` of native stack.
     pub(crate) fn new(stack_bytes: usize) -> Self {
-        let (jobs, queue) = crossbeam_channel::unbounded();
         Self {
             inner: Arc::new(Inner {
-                jobs,
-                queue,
+                queue: Mutex::default(),
+                queued: Condvar::new(),
                 pending: AtomicUsize::new(0),
                 threads: AtomicUsize::new(0),
                 stack_bytes,
@@ -90,9 +96,11 @@ impl CallThreads {
         // (it would look like a huge backlog and start threads for it).
         self.inner.pending.fetch_add(1, Ordering::SeqCst);
         self.inner
-            .jobs
-            .send(job)
-            .expect("the pool holds its own receiver");
+            .queue
+            .lock()
+            .expect("reducer call queue poisoned")
+            .push_back(job);
+        self.inner.queued.notify_one();
         Inner::grow(&self.inner);
         async move { answer.await.expect("reducer call thread panicked") }
     }
@@ -134,11 +142,21 @@ impl Inner {
         }
     }
 
+    /// The next queued call, or `None` once none came for `KEEP_ALIVE`.
+    fn next_job(&self) -> Option<Job> {
+        let queue = self.queue.lock().expect("reducer call queue poisoned");
+        let (mut queue, _) = self
+            .queued
+            .wait_timeout_while(queue, KEEP_ALIVE, |queue| queue.is_empty())
+            .expect("reducer call queue poisoned");
+        queue.pop_front()
+    }
+
     fn work(self: Arc<Self>) {
         POOL.set(Some(self.clone()));
         loop {
-            match self.queue.recv_timeout(KEEP_ALIVE) {
-                Ok(job) => {
+            match self.next_job() {
+                Some(job) => {
                     // A panicking call ends this thread; its caller sees the
                     // panic through the dropped answer.
                     let guard = Leaving(&self);
@@ -153,13 +171,12 @@ impl Inner {
                         return;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
+                None => {
                     self.threads.fetch_sub(1, Ordering::SeqCst);
                     // A call queued just now still gets a thread.
                     Self::grow(&self);
                     return;
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }

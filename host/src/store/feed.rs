@@ -114,8 +114,9 @@ pub(crate) fn page(rows: Vec<FeedRow>, after: u64, limit: u32, max_bytes: u64) -
 pub(crate) fn page_sql(filter: &FeedFilter, param: fn(usize) -> String, payload: &str) -> String {
     let (after, limit, max_bytes) = (param(1), param(2), param(3));
     let mut next = 4;
-    let mut conditions =
-        format!("e.position > {after} AND e.position <= (SELECT last FROM event_positions LIMIT 1)");
+    let mut conditions = format!(
+        "e.position > {after} AND e.position <= (SELECT last FROM event_positions LIMIT 1)"
+    );
     if filter.reducer.is_some() {
         conditions.push_str(&format!(" AND l.reducer = {}", param(next)));
         next += 1;
