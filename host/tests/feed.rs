@@ -3,6 +3,7 @@
 //! every event once, in order, while writers race, woken only by the
 //! store's hints (PostgreSQL `NOTIFY`, SQLite's poll).
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -15,30 +16,6 @@ use eventlogs_host::store::{EventStore, FeedFilter, ProjectionState, Write, Writ
 use serde_json::{Value, json};
 
 type Store = Arc<dyn EventStore>;
-
-/// Runs each behaviour against both stores.
-macro_rules! behaviours {
-    ($($name:ident),* $(,)?) => {
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    if let Some(store) = super::postgres().await {
-                        super::$name(std::sync::Arc::new(store)).await;
-                    }
-                }
-            )*
-        }
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(std::sync::Arc::new(super::sqlite().await)).await;
-                }
-            )*
-        }
-    };
-}
 
 behaviours!(
     pages_filter_by_reducer_and_log_and_say_how_far_they_looked,

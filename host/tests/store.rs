@@ -2,6 +2,7 @@
 //! real server, a fresh database per test) and against embedded SQLite (a
 //! fresh file per test).
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -18,30 +19,6 @@ use eventlogs_host::store::{
 use serde_json::{Value, json};
 
 type Store = Arc<dyn EventStore>;
-
-/// Runs each behaviour against both stores.
-macro_rules! behaviours {
-    ($($name:ident),* $(,)?) => {
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    if let Some(store) = super::postgres().await {
-                        super::$name(std::sync::Arc::new(store)).await;
-                    }
-                }
-            )*
-        }
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(std::sync::Arc::new(super::sqlite().await)).await;
-                }
-            )*
-        }
-    };
-}
 
 behaviours!(
     create_append_and_page,

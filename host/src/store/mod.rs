@@ -234,5 +234,12 @@ pub trait EventStore: SubscriptionStore + ProjectionStore {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// `sql`, written with PostgreSQL's numbered parameters (`$1`), with
+/// SQLite's (`?1`): for statements both stores share. The SQL must hold no
+/// other `$`.
+pub(crate) fn sqlite_sql(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
 /// The payloads of a write, shared between the queue and its caller.
 pub type Events = Arc<[Payload]>;

@@ -80,3 +80,30 @@ pub fn events(values: &[serde_json::Value]) -> eventlogs_host::store::Events {
 pub fn cache_secret() -> eventlogs_host::cache::CacheSecret {
     eventlogs_host::cache::CacheSecret::new(b"test-cache-secret-0123456789".to_vec()).unwrap()
 }
+
+/// Runs each behaviour (an async fn taking the store) against both stores,
+/// in modules `on_postgres` and `on_sqlite` of the test file; the file
+/// has `postgres` and `sqlite` from this module in scope.
+#[allow(unused_macros)]
+macro_rules! behaviours {
+    ($($name:ident),* $(,)?) => {
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if let Some(store) = super::postgres().await {
+                        super::$name(std::sync::Arc::new(store)).await;
+                    }
+                }
+            )*
+        }
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(std::sync::Arc::new(super::sqlite().await)).await;
+                }
+            )*
+        }
+    };
+}

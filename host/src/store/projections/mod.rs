@@ -4,12 +4,12 @@
 //! kept in the database so that every host process serves and advances the
 //! same state.
 
-mod postgres;
-mod sqlite;
-
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::postgres::PostgresStore;
+use super::sqlite::SqliteStore;
+use super::write::unavailable;
 use super::{FeedFilter, StoreError};
 use crate::Version;
 
@@ -150,7 +150,137 @@ const SAVE_STATE: &str = "INSERT INTO projection_states
             OR (projection_states.position = excluded.position
                 AND NOT projection_states.caught_up AND excluded.caught_up)";
 
-/// `sql` with SQLite's numbered parameters (`?1`) for PostgreSQL's (`$1`).
-fn sqlite(sql: &str) -> String {
-    sql.replace('$', "?")
+/// The one implementation of [`ProjectionStore`], for a store type, the
+/// function that turns this module's SQL (`$1` parameters) into its
+/// dialect's, and the clause that locks a row read for update.
+macro_rules! projection_store {
+    ($store:ty, $dialect:expr, $lock:expr) => {
+        #[async_trait]
+        impl ProjectionStore for $store {
+            async fn put_projection(
+                &self,
+                name: &str,
+                reducer: &str,
+                filter: &FeedFilter,
+                now: i64,
+            ) -> Result<(Projection, bool), StoreError> {
+                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let created = sqlx::query(sqlx::AssertSqlSafe($dialect(INSERT)))
+                    .bind(name)
+                    .bind(reducer)
+                    .bind(filter.reducer.as_deref())
+                    .bind(filter.log_id.map(|l| l.as_uuid()))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected()
+                    > 0;
+                let row: ProjectionRow = sqlx::query_as(sqlx::AssertSqlSafe($dialect(&format!(
+                    "SELECT {COLUMNS} FROM projections WHERE name = $1{}",
+                    $lock
+                ))))
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                let mut projection = projection_row(row);
+                if projection.reducer != reducer || projection.filter != *filter {
+                    sqlx::query(sqlx::AssertSqlSafe($dialect(REDEFINE)))
+                        .bind(name)
+                        .bind(reducer)
+                        .bind(filter.reducer.as_deref())
+                        .bind(filter.log_id.map(|l| l.as_uuid()))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                    sqlx::query(sqlx::AssertSqlSafe($dialect(
+                        "DELETE FROM projection_states WHERE name = $1",
+                    )))
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                    projection.reducer = reducer.into();
+                    projection.filter = filter.clone();
+                    projection.updated_at = now;
+                }
+                tx.commit().await.map_err(unavailable)?;
+                Ok((projection, created))
+            }
+
+            async fn projection(&self, name: &str) -> Result<Option<Projection>, StoreError> {
+                let row: Option<ProjectionRow> = sqlx::query_as(sqlx::AssertSqlSafe($dialect(
+                    &format!("SELECT {COLUMNS} FROM projections WHERE name = $1"),
+                )))
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(unavailable)?;
+                Ok(row.map(projection_row))
+            }
+
+            async fn projections(&self) -> Result<Vec<Projection>, StoreError> {
+                let rows: Vec<ProjectionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM projections ORDER BY name"
+                )))
+                .fetch_all(self.pool())
+                .await
+                .map_err(unavailable)?;
+                Ok(rows.into_iter().map(projection_row).collect())
+            }
+
+            async fn delete_projection(&self, name: &str) -> Result<bool, StoreError> {
+                // Its states go with it (ON DELETE CASCADE).
+                sqlx::query(sqlx::AssertSqlSafe($dialect(
+                    "DELETE FROM projections WHERE name = $1",
+                )))
+                .bind(name)
+                .execute(self.pool())
+                .await
+                .map(|done| done.rows_affected() > 0)
+                .map_err(unavailable)
+            }
+
+            async fn projection_states(
+                &self,
+                name: &str,
+            ) -> Result<Vec<ProjectionState>, StoreError> {
+                let rows: Vec<StateRow> = sqlx::query_as(sqlx::AssertSqlSafe($dialect(&format!(
+                    "SELECT {STATE_COLUMNS} FROM projection_states WHERE name = $1 ORDER BY version"
+                ))))
+                .bind(name)
+                .fetch_all(self.pool())
+                .await
+                .map_err(unavailable)?;
+                rows.into_iter().map(state_row).collect()
+            }
+
+            async fn save_projection_state(
+                &self,
+                name: &str,
+                defined_at: i64,
+                state: &ProjectionState,
+            ) -> Result<bool, StoreError> {
+                sqlx::query(sqlx::AssertSqlSafe($dialect(SAVE_STATE)))
+                    .bind(name)
+                    .bind(state.version.to_string())
+                    .bind(i64::try_from(state.position).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(state.events).unwrap_or(i64::MAX))
+                    .bind(&state.aggregate)
+                    .bind(state.caught_up)
+                    .bind(state.updated_at)
+                    .bind(defined_at)
+                    .execute(self.pool())
+                    .await
+                    .map(|done| done.rows_affected() > 0)
+                    .map_err(unavailable)
+            }
+        }
+    };
 }
+
+projection_store!(PostgresStore, String::from, " FOR UPDATE");
+// SQLite's write transaction (begun by the insert) already excludes others.
+projection_store!(SqliteStore, super::sqlite_sql, "");
