@@ -106,12 +106,12 @@ pub(crate) fn page(rows: Vec<FeedRow>, after: u64, limit: u32, max_bytes: u64) -
 /// snapshot): the rows and, on each, the head, the counter's value in that
 /// snapshot (every position up to it is committed and visible in it, since
 /// positions become visible in order); no event past the head is read. Its
-/// parameters, named by `param(n)` (1-based) in the store's syntax, are
+/// parameters, PostgreSQL's `$1`… (for SQLite, through `sqlite_sql`), are
 /// bound in this order: after, limit, max bytes, then the reducer name and
 /// the log id if the filter has them. `payload` is the payload column as
-/// text. Each shape is its own statement, so each gets its own plan. An
-/// empty result says nothing of the head: read it alone then.
-pub(crate) fn page_sql(filter: &FeedFilter, param: fn(usize) -> String, payload: &str) -> String {
+/// text. Each shape is its own statement, so each gets its own plan.
+pub(crate) fn page_sql(filter: &FeedFilter, payload: &str) -> String {
+    let param = |n: usize| format!("${n}");
     let (after, limit, max_bytes) = (param(1), param(2), param(3));
     let mut next = 4;
     let mut conditions = format!(

@@ -355,7 +355,7 @@ impl EventStore for PostgresStore {
         limit: u32,
         max_bytes: u64,
     ) -> Result<FeedPage, StoreError> {
-        let sql = feed::page_sql(filter, |n| format!("${n}"), "e.payload::text");
+        let sql = feed::page_sql(filter, "e.payload::text");
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
             .bind(i64::from(limit))

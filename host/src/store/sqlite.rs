@@ -307,7 +307,7 @@ impl EventStore for SqliteStore {
         limit: u32,
         max_bytes: u64,
     ) -> Result<FeedPage, StoreError> {
-        let sql = feed::page_sql(filter, |n| format!("?{n}"), "e.payload");
+        let sql = super::sqlite_sql(&feed::page_sql(filter, "e.payload"));
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
             .bind(i64::from(limit))
