@@ -82,7 +82,13 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        let options = (*pool.connect_options()).clone();
+        // The batch statement's plan is kept, not made again per batch:
+        // under PostgreSQL's default (`auto`) its estimated cost from
+        // `UNNEST` of parameter arrays kept it on custom plans, and planning
+        // every batch took more of the server's time than storing it.
+        let options = (*pool.connect_options())
+            .clone()
+            .options([("plan_cache_mode", "force_generic_plan")]);
         let commits = GroupCommit::start_on_own_thread(
             move || async move {
                 // The writer runs one statement at a time; a second
