@@ -18,7 +18,7 @@ use super::fold::{AtEnd, Start};
 use super::{LogError, LogManager};
 use crate::LogId;
 use crate::cache::{Anchor, CacheKey, CachedReduction};
-use crate::runtime::{EventBatch, Folded, Reducer, ReducerError};
+use crate::runtime::{self, EventBatch, Folded, Reducer};
 use crate::store::{Appended, Events, StoreError, Write, Written};
 
 /// How long an append without `If-Match` keeps re-validating after losing
@@ -198,9 +198,9 @@ impl LogManager {
         }
     }
 
-    /// The common case in one call on a blocking thread: resume the cached
-    /// aggregate, taking it as the log's end, and fold the new events into
-    /// it. `None` (check the long way) when it does not end where the
+    /// The common case, checked together with other appends of the same
+    /// reducer version (`runtime::checks`): resume the cached aggregate,
+    /// taking it as the log's end, and fold the new events into it. `None` (check the long way) when it does not end where the
     /// request expects.
     async fn check_on_cache(
         &self,
@@ -222,20 +222,13 @@ impl LogManager {
             Ok(batch) => batch,
             Err(error) => return Some(Checked::Answer(Err(error))),
         };
-        let reducer = active.clone();
-        let state = cached.aggregate.into_bytes();
-        let outcome = self
-            .registry
-            .runtime()
-            .run(move || {
-                let mut fold = reducer.resume(&state).map_err(Unusable)?;
-                Ok(fold.apply(&batch).and_then(|()| fold.finish()))
-            })
-            .await;
-        Some(match outcome {
-            Ok(Ok(folded)) => Checked::Valid(write, folded),
-            Ok(Err(refusal)) => Checked::Refused(write, refusal.into()),
-            Err(Unusable(error)) => {
+        // Checked together with concurrent appends to other logs of this
+        // version, in one instance.
+        let checked = active.check(cached.aggregate.into_bytes(), batch).await;
+        Some(match checked {
+            runtime::Checked::Folded(folded) => Checked::Valid(write, folded),
+            runtime::Checked::Refused(refusal) => Checked::Refused(write, refusal.into()),
+            runtime::Checked::Unresumable(error) => {
                 // The entry decodes as an entry but not as this reducer's
                 // state: the cache cannot fail a request.
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -335,9 +328,6 @@ enum Checked {
     /// Answered without storing (a stale expectation, a replay).
     Answer(Result<Written, LogError>),
 }
-
-/// A cached aggregate the reducer could not resume.
-struct Unusable(ReducerError);
 
 /// The write's events as the reducer sees them, the first at `first`.
 fn event_batch(first: u64, write: &Write) -> Result<EventBatch, LogError> {

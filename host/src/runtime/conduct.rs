@@ -21,9 +21,15 @@ pub(crate) struct Conduct {
 }
 
 impl Conduct {
+    /// Whether the version's last folds all ran long or trapped (without
+    /// counting anything).
+    pub(crate) fn suspect(&self) -> bool {
+        self.strikes.load(Ordering::Relaxed) >= STRIKES
+    }
+
     /// Whether the next call should start demoted; counts it if so.
     pub(crate) fn start_demoted(&self) -> bool {
-        let suspect = self.strikes.load(Ordering::Relaxed) >= STRIKES;
+        let suspect = self.suspect();
         if suspect {
             self.started_demoted.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("eventlogs_reducer_calls_started_demoted_total").increment(1);

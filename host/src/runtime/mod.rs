@@ -19,6 +19,7 @@
 
 mod batch;
 mod bindings;
+mod checks;
 mod conduct;
 mod engine;
 mod epoch;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 
 pub use crate::version::Version;
 pub use batch::EventBatch;
+pub use checks::Checked;
 pub use error::{FailureKind, InvalidComponent, ReducerError, RuntimeError};
 pub use limits::Limits;
 pub use reducer::{CachingPolicy, Fold, Folded, Reducer};

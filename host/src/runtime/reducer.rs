@@ -7,6 +7,7 @@ use wasmtime::component::ResourceAny;
 
 use super::batch::EventBatch;
 use super::bindings::{ReducerComponent, ReducerComponentPre, wit};
+use super::checks::CheckQueue;
 use super::conduct::Conduct;
 use super::engine::Shared;
 use super::error::{FailureKind, ReducerError};
@@ -24,6 +25,8 @@ pub struct Reducer {
     validates: bool,
     /// How this version's calls have behaved lately.
     conduct: Arc<Conduct>,
+    /// Checks of appends waiting to run together.
+    pub(super) checks: Arc<CheckQueue>,
 }
 
 /// Whether an aggregate may be cached, as the reducer decided.
@@ -56,6 +59,7 @@ impl Reducer {
             shared,
             validates: true,
             conduct: Arc::default(),
+            checks: Arc::default(),
         }
     }
 
@@ -106,7 +110,30 @@ impl Reducer {
     /// Starts a fold from an aggregate this same version serialised before
     /// (a cached reduction), in a fresh sandbox.
     pub fn resume(&self, state: &[u8]) -> Result<Fold, ReducerError> {
-        let (mut store, bindings) = self.instantiate()?;
+        self.resume_in(None, state)
+    }
+
+    /// What every reducer of the runtime shares.
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Whether the version's last folds all ran long or trapped.
+    pub(super) fn suspect(&self) -> bool {
+        self.conduct.suspect()
+    }
+
+    /// Resumes `state` in `instance` (one a finished fold left, see
+    /// [`Fold::into_instance`]), or in a fresh one.
+    pub(super) fn resume_in(
+        &self,
+        instance: Option<Instance>,
+        state: &[u8],
+    ) -> Result<Fold, ReducerError> {
+        let (mut store, bindings) = match instance {
+            Some(Instance { store, bindings }) => (store, bindings),
+            None => self.instantiate()?,
+        };
         let aggregate = call(&mut store, &self.shared, self.version, |store| {
             bindings
                 .eventlogs_reducer_reducer()
@@ -233,9 +260,32 @@ impl Fold {
 
     /// Ends the fold: the aggregate's JSON and its caching policy.
     pub fn finish(mut self) -> Result<Folded, ReducerError> {
+        self.finish_in_place()
+    }
+
+    /// The aggregate's JSON and its caching policy, keeping the instance.
+    pub(super) fn finish_in_place(&mut self) -> Result<Folded, ReducerError> {
         let json = self.to_json()?;
         let caching = self.caching_policy()?;
         Ok(Folded { json, caching })
+    }
+
+    /// Drops the aggregate and gives back the instance for another one;
+    /// `None` if a call trapped (such an instance is never entered again)
+    /// or the drop itself failed.
+    pub(super) fn into_instance(mut self) -> Option<Instance> {
+        if self.failed.as_ref().is_some_and(|e| e.kind.is_trap()) {
+            return None;
+        }
+        let aggregate = self.aggregate;
+        call(&mut self.store, &self.shared, self.version, |store| {
+            aggregate.resource_drop(store).map(Ok)
+        })
+        .ok()?;
+        Some(Instance {
+            store: self.store,
+            bindings: self.bindings,
+        })
     }
 
     fn guarded<R>(
@@ -267,6 +317,12 @@ impl Fold {
         self.failed = Some(error.clone());
         error
     }
+}
+
+/// A reducer instance no aggregate lives in (any more).
+pub(super) struct Instance {
+    store: Store<Sandbox>,
+    bindings: ReducerComponent,
 }
 
 /// Runs one call into the guest under a fresh deadline and sorts the

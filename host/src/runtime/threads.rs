@@ -200,6 +200,11 @@ impl Drop for Leaving<'_> {
     }
 }
 
+/// Whether the current thread was demoted (it ends after its call).
+pub(crate) fn current_thread_demoted() -> bool {
+    DEMOTED.get()
+}
+
 /// Moves the current thread to the lowest CPU priority for the rest of its
 /// life, if it is a pool thread (which ends after its call). Called from
 /// the epoch callback when a call outlives `demote_after`.

@@ -1,0 +1,160 @@
+//! Appends checked together in one reducer instance end exactly as each
+//! would alone, whatever else shares the instance.
+
+mod common;
+
+use common::{batch, load, runtime};
+use eventlogs_host::runtime::{Checked, FailureKind, Folded, Reducer, ReducerError};
+use payment::{PaymentEvent, PaymentRequest};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+fn json(event: &PaymentEvent) -> String {
+    serde_json::to_string(event).unwrap()
+}
+
+/// A payment event, sometimes one the reducer refuses (a capture or
+/// refund larger than the payment allows), sometimes undecodable.
+fn any_event() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (1i64..20_000).prop_map(|amount_requested| json(&PaymentEvent::Requested {
+            request: PaymentRequest { amount_requested },
+        })),
+        (1i64..20_000).prop_map(|amount| json(&PaymentEvent::Authorized {
+            amount,
+            approval_code: None,
+        })),
+        (1i64..20_000).prop_map(|amount| json(&PaymentEvent::Captured {
+            amount,
+            statement_descriptor: "checks".into(),
+        })),
+        (1i64..20_000).prop_map(|amount| json(&PaymentEvent::Refunded {
+            amount,
+            reference_number: "r".into(),
+        })),
+        Just(r#"{"Bogus": {}}"#.to_owned()),
+    ]
+}
+
+/// A log's history (folded into the aggregate a check resumes) and the
+/// events appended to it.
+fn any_case() -> impl Strategy<Value = (Vec<String>, Vec<String>)> {
+    (
+        prop::collection::vec(any_event(), 0..6),
+        prop::collection::vec(any_event(), 1..4),
+    )
+}
+
+/// How a check ended, comparable.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Folded(Folded),
+    Refused(FailureKind),
+    Unresumable(FailureKind),
+}
+
+impl From<Checked> for Outcome {
+    fn from(checked: Checked) -> Self {
+        match checked {
+            Checked::Folded(folded) => Self::Folded(folded),
+            Checked::Refused(error) => Self::Refused(error.kind),
+            Checked::Unresumable(error) => Self::Unresumable(error.kind),
+        }
+    }
+}
+
+/// The aggregate after the longest prefix of `history` the reducer takes.
+fn state_after(reducer: &Reducer, history: &[String]) -> String {
+    let mut taken = Vec::new();
+    for event in history {
+        taken.push(event.clone());
+        let mut fold = reducer.start().unwrap();
+        if fold.apply(&batch(0, &taken)).is_err() {
+            taken.pop();
+        }
+    }
+    let mut fold = reducer.start().unwrap();
+    fold.apply(&batch(0, &taken)).unwrap();
+    fold.to_json().unwrap()
+}
+
+/// The check run alone, the long way: a fresh instance of its own.
+fn alone(reducer: &Reducer, state: &str, first: u64, events: &[String]) -> Outcome {
+    let refused = |e: ReducerError| Outcome::Refused(e.kind);
+    match reducer.resume(state.as_bytes()) {
+        Err(error) => Outcome::Unresumable(error.kind),
+        Ok(mut fold) => match fold.apply(&batch(first, events)) {
+            Err(error) => refused(error),
+            Ok(()) => fold.finish().map_or_else(refused, Outcome::Folded),
+        },
+    }
+}
+
+#[test]
+fn concurrent_checks_end_as_each_would_alone() {
+    let rt = runtime(|_| {});
+    let reducer = load(&rt, "payment");
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let mut runner = TestRunner::new(Config::with_cases(8));
+    runner
+        .run(&prop::collection::vec(any_case(), 100..200), |cases| {
+            let prepared: Vec<(String, u64, Vec<String>)> = cases
+                .iter()
+                .map(|(history, appended)| {
+                    let state = state_after(&reducer, history);
+                    (state, history.len() as u64, appended.clone())
+                })
+                .collect();
+            // A state that is not a payment's sits among them.
+            let mut prepared = prepared;
+            prepared.insert(prepared.len() / 2, ("[1, 2]".into(), 3, vec!["{}".into()]));
+            let together: Vec<Outcome> = tokio.block_on(futures_util::future::join_all(
+                prepared.iter().map(|(state, first, events)| {
+                    let checked = reducer.check(state.clone().into_bytes(), batch(*first, events));
+                    async move { Outcome::from(checked.await) }
+                }),
+            ));
+            for ((state, first, events), outcome) in prepared.iter().zip(together) {
+                prop_assert_eq!(outcome, alone(&reducer, state, *first, events));
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        reducer.checks_sharing_an_instance() > 0,
+        "concurrent checks never shared an instance"
+    );
+}
+
+#[test]
+fn a_check_that_traps_leaves_the_others_their_own_outcome() {
+    let rt = runtime(|_| {});
+    // Panics on every event; an empty batch folds nothing and succeeds.
+    let grenade = load(&rt, "fixture_panicking");
+    let state = {
+        let fold = grenade.start().unwrap();
+        fold.finish().unwrap().json
+    };
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let outcomes: Vec<Checked> = tokio.block_on(futures_util::future::join_all((0..40).map(|i| {
+        let events = if i % 3 == 1 {
+            vec!["{}".to_owned()]
+        } else {
+            vec![]
+        };
+        grenade.check(state.clone().into_bytes(), batch(7, &events))
+    })));
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            Checked::Folded(folded) if i % 3 != 1 => assert_eq!(folded.json, state),
+            Checked::Refused(error) if i % 3 == 1 => {
+                assert!(
+                    matches!(&error.kind, FailureKind::Panic(message) if message.contains("grenade went off at event 7")),
+                    "check {i}: {error}"
+                );
+            }
+            other => panic!("check {i}: {other:?}"),
+        }
+    }
+    assert!(grenade.checks_sharing_an_instance() > 0);
+}
