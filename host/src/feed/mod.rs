@@ -142,14 +142,15 @@ impl Shared {
     /// Tells each follower about the events just added to the ring, which
     /// covers `(floor, head]` and was at `old_head` before them: a follower
     /// that waits at `old_head` or later is woken only if one of them
-    /// passes its filter, and otherwise moved past them.
+    /// passes its filter, and otherwise moved past them. Whether any
+    /// follower was woken.
     fn announce(
         &self,
         events: &[Arc<crate::store::FeedEvent>],
         floor: u64,
         old_head: u64,
         head: u64,
-    ) {
+    ) -> bool {
         let followers: Vec<Arc<Slot>> = self
             .followers
             .lock()
@@ -157,6 +158,7 @@ impl Shared {
             .values()
             .cloned()
             .collect();
+        let mut woke = false;
         for slot in followers {
             let covered = slot.covered.load(Ordering::SeqCst);
             if covered >= head {
@@ -165,6 +167,7 @@ impl Shared {
             // Still reading what came before (or from the store): awake.
             if covered < old_head || covered < floor {
                 slot.wake.notify_one();
+                woke = true;
                 continue;
             }
             let wanted = events.iter().any(|e| {
@@ -177,7 +180,9 @@ impl Shared {
                     .is_err()
             {
                 slot.wake.notify_one();
+                woke = true;
             }
         }
+        woke
     }
 }
