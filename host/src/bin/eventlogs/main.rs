@@ -11,12 +11,6 @@ use eventlogs_host::config::{LogFormat, ServeConfig};
 use eventlogs_host::daemon::Daemon;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc rather than glibc's allocator: in a profile of validated
-/// appends glibc's `malloc`, `free` and `malloc_consolidate` took about a
-/// tenth of the machine's CPU, on request and reducer threads alike.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// An event-sourcing host with WebAssembly reducers.
 #[derive(Parser)]
 #[command(version, about)]
