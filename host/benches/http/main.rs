@@ -26,8 +26,8 @@
 //! The table is printed and written as JSON to `results/bench-http.json`.
 //! `BENCH_SECONDS` sets each load phase's length (default 10);
 //! `BENCH_APPENDS_ONLY` stops after the own-log append phases,
-//! `BENCH_STOP_AFTER_FEED` after the feed's, and `BENCH_FEED_ONLY` runs
-//! the feed's alone;
+//! `BENCH_STOP_AFTER_FEED` after the feed's, `BENCH_FEED_ONLY` runs
+//! the feed's alone and `BENCH_HOSTILE_ONLY` the hostile reducers' alone;
 //! `BENCH_BIG_LOG` the long log's length (default 1,000,000).
 
 mod baseline;
@@ -56,6 +56,12 @@ async fn main() {
     let mut report = Report::default();
 
     let feed_only = std::env::var_os("BENCH_FEED_ONLY").is_some();
+    if std::env::var_os("BENCH_HOSTILE_ONLY").is_some() {
+        hostile_phase(&client, &daemon, phase, &mut report).await;
+        daemon.stop();
+        report.print();
+        return;
+    }
     let mut single_event_appends = 0.0;
     for clients in if feed_only { vec![] } else { vec![16, 64] } {
         eprintln!("appends: {clients} clients, each on its own log, {seconds} s per phase");
@@ -265,8 +271,25 @@ async fn main() {
         0.0,
     ));
 
-    eprintln!("hostile reducers beside the payment load, 2 x {seconds} s");
-    let hostile = mixed::hostile(&client, &daemon, phase).await;
+    hostile_phase(&client, &daemon, phase, &mut report).await;
+
+    daemon.stop();
+    report.print();
+    report.write("results/bench-http.json");
+}
+
+/// The payment load alone, then beside hostile reducers (issue 10, item 6).
+async fn hostile_phase(
+    client: &load::Client,
+    daemon: &daemon::Daemon,
+    phase: Duration,
+    report: &mut Report,
+) {
+    eprintln!(
+        "hostile reducers beside the payment load, 2 x {} s",
+        phase.as_secs()
+    );
+    let hostile = mixed::hostile(client, daemon, phase).await;
     report.push(Figure::limit(
         "payment reduce p99 with hostile reducers / without",
         hostile.beside_p99 / hostile.alone_p99,
@@ -287,10 +310,6 @@ async fn main() {
         "failed payment requests",
         hostile.failed as f64,
     ));
-
-    daemon.stop();
-    report.print();
-    report.write("results/bench-http.json");
 }
 
 /// The feed's phases: delivery lag, page throughput, idle subscribers.

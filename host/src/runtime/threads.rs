@@ -3,7 +3,7 @@
 //! Reducer calls are CPU-bound and synchronous, so they run off the async
 //! executor, on threads of a [`CallThreads`] pool. A call still running
 //! after the runtime's `demote_after` is moved to the lowest CPU priority
-//! (nice 19) for the rest of it, by the epoch callback on its own thread:
+//! (`SCHED_IDLE`, nice 19) for the rest of it, by the epoch callback on its own thread:
 //! a reducer that loops until its deadline then takes CPU time only when
 //! short calls, the HTTP server and the databases leave some. A process
 //! without `CAP_SYS_NICE` cannot raise a thread's priority again, so a
@@ -224,8 +224,33 @@ pub(crate) fn demote_current_thread() {
     // Linux applies a process priority given a thread id to that thread
     // alone.
     let this_thread = Some(rustix::thread::gettid());
+    // The policy first: setting it resets the nice value.
+    idle_policy_for_this_thread();
     if let Err(error) = rustix::process::setpriority_process(this_thread, DEMOTED_NICE) {
         tracing::debug!(%error, "could not lower a long reducer call's priority");
+    }
+}
+
+/// Puts the current thread under `SCHED_IDLE`: it then runs only on a core
+/// no other thread wants, and any other thread that wakes takes the core
+/// from it at once. Nice 19 alone is not enough since the kernel's EEVDF
+/// scheduler lets a running thread finish its slice (a few milliseconds)
+/// before a woken one preempts it: with an endless-loop reducer demoted
+/// that way, requests of well-behaved reducers waited that long at every
+/// wake-up (their p99 doubled beside it in the benchmark).
+fn idle_policy_for_this_thread() {
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    let set = set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        idle,
+    );
+    if let Err(error) = set {
+        tracing::debug!(?error, "could not move a long reducer call to SCHED_IDLE");
     }
 }
 
@@ -237,6 +262,16 @@ mod tests {
         rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
     }
 
+    fn policy_of_this_thread() -> thread_priority::unix::ThreadSchedulePolicy {
+        thread_priority::unix::thread_schedule_policy().unwrap()
+    }
+
+    fn normal(
+        policy: thread_priority::unix::NormalThreadSchedulePolicy,
+    ) -> thread_priority::unix::ThreadSchedulePolicy {
+        thread_priority::unix::ThreadSchedulePolicy::Normal(policy)
+    }
+
     #[tokio::test]
     async fn a_demoted_thread_is_replaced_and_others_keep_their_priority() {
         let base = nice_of_this_thread();
@@ -244,17 +279,36 @@ mod tests {
         let demoted = pool
             .run(|| {
                 demote_current_thread();
-                (std::thread::current().id(), nice_of_this_thread())
+                (
+                    std::thread::current().id(),
+                    nice_of_this_thread(),
+                    policy_of_this_thread(),
+                )
             })
             .await;
         assert_eq!(demoted.1, DEMOTED_NICE);
+        assert_eq!(
+            demoted.2,
+            normal(thread_priority::unix::NormalThreadSchedulePolicy::Idle),
+            "a demoted thread runs under SCHED_IDLE"
+        );
         assert_eq!(pool.demoted(), 1);
         for _ in 0..20 {
-            let (id, nice) = pool
-                .run(|| (std::thread::current().id(), nice_of_this_thread()))
+            let (id, nice, policy) = pool
+                .run(|| {
+                    (
+                        std::thread::current().id(),
+                        nice_of_this_thread(),
+                        policy_of_this_thread(),
+                    )
+                })
                 .await;
             assert_ne!(id, demoted.0, "a demoted thread ran another call");
             assert_eq!(nice, base);
+            assert_eq!(
+                policy,
+                normal(thread_priority::unix::NormalThreadSchedulePolicy::Other)
+            );
         }
     }
 
