@@ -200,8 +200,9 @@ impl LogManager {
 
     /// The common case, checked together with other appends of the same
     /// reducer version (`runtime::checks`): resume the cached aggregate,
-    /// taking it as the log's end, and fold the new events into it. `None` (check the long way) when it does not end where the
-    /// request expects.
+    /// taking it as the log's end, and fold the new events into it.
+    /// `None` (check the long way) when it does not end where the request
+    /// expects.
     async fn check_on_cache(
         &self,
         active: &Reducer,
