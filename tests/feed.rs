@@ -566,3 +566,72 @@ async fn pages_filter_and_their_links_keep_the_filter() {
     assert_eq!(indexes, [0, 1]);
     assert_eq!(of_b[1]["event"], json!({"add": 2}));
 }
+
+/// A client that stops reading while events keep coming falls behind the
+/// server's buffer: its stream ends with a `lagged` comment over a real
+/// socket, the daemon counts it, and a reconnect with `Last-Event-ID`
+/// gets every event after the last one it had, from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_ends_lagged_and_resumes_from_its_last_id() {
+    const REQUESTS: usize = 40;
+    const EACH: usize = 40;
+    let database = sqlite_database();
+    let mut config = eventlogs_e2e::config(&database);
+    config.feed_buffer_bytes = 1 << 20;
+    let daemon = TestDaemon::start(config).await;
+    let counter = eventlogs_e2e::plugin("counter");
+    assert_eq!(daemon.deploy("counter", counter).await.status(), 201);
+    let mut stream = SseStream::open(&daemon, "/v1/feed/stream", None).await;
+    // 25 MiB of events, more than the socket buffers and the daemon's
+    // 1 MiB buffer hold, while the client reads nothing.
+    let pad = "x".repeat(16 << 10);
+    let log = daemon
+        .create_log("counter", vec![json!({"pad": pad})])
+        .await;
+    for _ in 1..REQUESTS {
+        let events: Vec<Value> = (0..EACH).map(|_| json!({"pad": pad})).collect();
+        let response = daemon
+            .post(&format!("/v1/logs/{log}/events"), json!({"events": events}))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let total = 1 + (REQUESTS - 1) * EACH;
+    let mut last = 0u64;
+    let mut comments = Vec::new();
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("the stream moves or ends within 30 s")
+    {
+        match item {
+            SseItem::Event { id, .. } => {
+                let id: u64 = id.unwrap().parse().unwrap();
+                assert_eq!(id, last + 1, "events in order, none skipped");
+                last = id;
+            }
+            SseItem::Comment(comment) => comments.push(comment),
+        }
+    }
+    assert!(
+        comments.last().is_some_and(|c| c.starts_with("lagged")),
+        "the stream ended with {comments:?} after {last} of {total} events"
+    );
+    assert!((last as usize) < total, "the client was not behind");
+    let metrics = daemon.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("eventlogs_feed_followers_lagged_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let resumed_from = last.to_string();
+    let mut stream = SseStream::open(&daemon, "/v1/feed/stream", Some(&resumed_from)).await;
+    while (last as usize) < total {
+        let (id, _) = tokio::time::timeout(Duration::from_secs(30), stream.next_event())
+            .await
+            .expect("the rest within 30 s")
+            .expect("the resumed stream stays open");
+        let id: u64 = id.unwrap().parse().unwrap();
+        assert_eq!(id, last + 1, "resumed exactly after the last id");
+        last = id;
+    }
+}

@@ -24,6 +24,7 @@ behaviours!(
     followers_see_every_event_once_in_order_while_writers_race,
     a_follower_that_falls_out_of_the_buffer_ends_lagged,
     a_closed_feed_ends_its_followers,
+    without_hints_the_poll_finds_what_others_committed,
     projection_states_only_move_forward_and_a_new_definition_drops_them,
 );
 
@@ -235,6 +236,36 @@ async fn follow_until(
         }
     }
     seen
+}
+
+/// The fallback poll (`--feed-poll-ms`): with the store's hints off and
+/// the writes made past this feed (as another process would), a caught-up
+/// follower still gets them.
+async fn without_hints_the_poll_finds_what_others_committed(store: Store) {
+    let feed = Feed::new(
+        store.clone(),
+        FeedOptions {
+            hints: false,
+            poll: Duration::from_millis(50),
+            ..FeedOptions::default()
+        },
+    );
+    let start = store.feed_head().await.unwrap();
+    let follower = tokio::spawn({
+        let feed = feed.clone();
+        async move { follow_until(&feed, start, FeedFilter::default(), 3).await }
+    });
+    // Caught up and waiting on the ring before anything is written.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = create(&store, "counter", &[json!(1), json!(2), json!(3)]).await;
+    let seen = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the poll found the events within 10 s")
+        .unwrap();
+    assert_eq!(
+        seen.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
+        vec![(log, 0), (log, 1), (log, 2)]
+    );
 }
 
 async fn followers_see_every_event_once_in_order_while_writers_race(store: Store) {

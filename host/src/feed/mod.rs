@@ -35,6 +35,10 @@ pub struct FeedOptions {
     pub buffer_bytes: u64,
     /// How often the store is read for new events when no hint came.
     pub poll: Duration,
+    /// Whether to listen for the store's hints that other processes
+    /// committed (PostgreSQL `NOTIFY`, SQLite's short poll); without them
+    /// only this process's writes and `poll` wake the feed.
+    pub hints: bool,
     /// Events per page when a follower catches up from the store.
     pub page_limit: u32,
     /// Payload bytes per such page (at least one event).
@@ -46,6 +50,7 @@ impl Default for FeedOptions {
         Self {
             buffer_bytes: 16 << 20,
             poll: Duration::from_secs(1),
+            hints: true,
             page_limit: 256,
             page_bytes: 1 << 20,
         }

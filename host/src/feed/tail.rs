@@ -36,7 +36,10 @@ pub(super) async fn run(feed: Weak<Shared>) {
         if shared.closed.is_cancelled() {
             return;
         }
-        if hints.is_none() && hints_failed_at.is_none_or(|at| at.elapsed() >= HINTS_RETRY) {
+        if shared.options.hints
+            && hints.is_none()
+            && hints_failed_at.is_none_or(|at| at.elapsed() >= HINTS_RETRY)
+        {
             match shared.store.feed_hints().await {
                 Ok(new) => hints = Some(new),
                 Err(error) => {
