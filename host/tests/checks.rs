@@ -158,3 +158,31 @@ fn a_check_that_traps_leaves_the_others_their_own_outcome() {
     }
     assert!(grenade.checks_sharing_an_instance() > 0);
 }
+
+#[test]
+fn checks_one_after_another_reuse_the_round_s_instance() {
+    let rt = runtime(|_| {});
+    let reducer = load(&rt, "payment");
+    let state = state_after(&reducer, &[]);
+    let requested = json(&PaymentEvent::Requested {
+        request: PaymentRequest {
+            amount_requested: 10,
+        },
+    });
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    // Each check is answered, and the round has had time to end, before
+    // the next is queued: only an instance kept between rounds serves both.
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_micros(300));
+        let checked = tokio.block_on(reducer.check(
+            state.clone().into_bytes(),
+            batch(0, std::slice::from_ref(&requested)),
+        ));
+        assert!(matches!(checked, Checked::Folded(_)), "{checked:?}");
+    }
+    assert!(
+        reducer.checks_sharing_an_instance() >= 10,
+        "{} of 20 checks in a row reused an instance",
+        reducer.checks_sharing_an_instance()
+    );
+}

@@ -9,17 +9,22 @@
 //! validated appends showed costing more than the reducer's own work:
 //! setting up and resetting an instance slot, and two thread hand-offs.
 //!
-//! Like group commit, it never lingers: a check queued while none runs
-//! starts a round at once on a pool thread, and checks queued while a round
-//! runs make the next round. A trap discards the instance; a check that
+//! Like group commit, it never delays a check: a check queued while none
+//! runs starts a round at once on a pool thread, and checks queued while a
+//! round runs make the next round. Between rounds the thread keeps its
+//! instance for up to [`LINGER`], blocked, so that the next check (the
+//! same clients' next appends, typically) neither waits for a thread nor
+//! sets up and resets an instance slot; an instance serves at most
+//! [`MAX_USES`] checks. A trap discards the instance; a check that
 //! trapped in an instance others used before is run again alone in a fresh
 //! one, so its outcome is the one it would have had alone. Versions whose
 //! recent folds ran long or trapped, and rounds on a thread that was
 //! demoted, do not batch: each of their checks runs alone, in parallel.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -30,6 +35,14 @@ use super::threads;
 
 /// Most checks taken into one round.
 const MAX_ROUND: usize = 64;
+
+/// How long a round's thread keeps its instance, waiting for the next
+/// check, once none waits.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// Most checks one instance serves before a fresh one replaces it, which
+/// bounds how far a guest's heap can drift from a fresh instance's.
+const MAX_USES: u32 = 1024;
 
 /// How one check ended.
 #[derive(Debug)]
@@ -47,6 +60,8 @@ pub enum Checked {
 #[derive(Default)]
 pub(crate) struct CheckQueue {
     queue: Mutex<Queue>,
+    /// Signalled when a check is queued, for a round's thread lingering.
+    arrived: Condvar,
     /// Checks that ran in an instance an earlier check had used.
     shared: AtomicU64,
 }
@@ -84,6 +99,8 @@ impl Reducer {
         };
         if start {
             self.start_round();
+        } else {
+            self.checks.arrived.notify_one();
         }
         answer.await.expect("reducer check thread panicked")
     }
@@ -101,14 +118,23 @@ impl Reducer {
         drop(self.run_on_pool(move || reducer.run_rounds()));
     }
 
-    /// Runs rounds until no check waits.
+    /// Runs rounds until no check waits, in one instance while it serves.
     fn run_rounds(&self) {
         // Should a check panic, the checks still waiting are dropped (their
         // callers see the panic) and the next check starts a new round.
         let guard = Stopped(self);
+        let mut warm: Option<(Instance, u32)> = None;
         loop {
             let round: Vec<Job> = {
                 let mut queue = self.checks.queue.lock().expect("check queue poisoned");
+                if queue.waiting.is_empty() && warm.is_some() {
+                    queue = self
+                        .checks
+                        .arrived
+                        .wait_timeout_while(queue, LINGER, |queue| queue.waiting.is_empty())
+                        .expect("check queue poisoned")
+                        .0;
+                }
                 if queue.waiting.is_empty() {
                     queue.running = false;
                     std::mem::forget(guard);
@@ -117,7 +143,7 @@ impl Reducer {
                 let take = queue.waiting.len().min(MAX_ROUND);
                 queue.waiting.drain(..take).collect()
             };
-            let left = self.run_round(round);
+            let left = self.run_round(round, &mut warm);
             if !left.is_empty() || threads::current_thread_demoted() {
                 // This thread now runs at the lowest priority and ends
                 // after this call: what is left goes to a fresh one.
@@ -133,14 +159,18 @@ impl Reducer {
         }
     }
 
-    /// Runs `round` in one instance, as long as this thread is not
-    /// demoted; the checks it did not run.
-    fn run_round(&self, round: Vec<Job>) -> Vec<Job> {
-        let mut instance: Option<Instance> = None;
+    /// Runs `round` in the `warm` instance (or fresh ones), as long as this
+    /// thread is not demoted; the checks it did not run. Leaves in `warm`
+    /// the instance that can serve the next check, with its uses.
+    fn run_round(&self, round: Vec<Job>, warm: &mut Option<(Instance, u32)>) -> Vec<Job> {
         let mut jobs = round.into_iter();
         for job in jobs.by_ref() {
-            let (checked, kept) = self.check_in(instance.take(), &job.state, &job.batch);
-            instance = kept;
+            let (instance, uses) = match warm.take() {
+                Some((instance, uses)) if uses < MAX_USES => (Some(instance), uses),
+                _ => (None, 0),
+            };
+            let (checked, kept) = self.check_in(instance, &job.state, &job.batch);
+            *warm = kept.map(|instance| (instance, uses + 1));
             let _ = job.done.send(checked);
             if threads::current_thread_demoted() {
                 break;
