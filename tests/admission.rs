@@ -63,22 +63,40 @@ async fn a_busy_reducer_is_refused_after_its_queue_timeout_and_others_are_served
     let (status, timed_out) = running.await.unwrap();
     assert_eq!(status, 422, "{timed_out}");
     assert_eq!(timed_out["failure"], "timeout");
-    // With the turn given back, the second log is folded (and times out).
-    let (status, _) = reduce(&daemon, &second).await;
-    assert_eq!(status, 422);
+    // The same reduce again, on the same events, would loop again: it is
+    // answered with the same failure, paced like the fold was, but without
+    // a fold, so it holds no turn.
+    let again = tokio::spawn(reduce(&daemon, &first));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // With the turn free, the second log is folded (and times out); were
+    // the repeat folding, this would be refused as busy after 100 ms.
+    let (status, body) = reduce(&daemon, &second).await;
+    assert_eq!(
+        (status, &body["failure"]),
+        (422, &json!("timeout")),
+        "{body}"
+    );
+    let (status, again) = again.await.unwrap();
+    assert_eq!(status, 422, "{again}");
+    assert_eq!(
+        (&again["failure"], &again["detail"]),
+        (&timed_out["failure"], &timed_out["detail"])
+    );
     // After three looping folds, the fourth starts at the lowest priority.
     for _ in 0..2 {
-        let (status, _) = reduce(&daemon, &first).await;
+        let log = create(&daemon, "spinner").await;
+        let (status, _) = reduce(&daemon, &log).await;
         assert_eq!(status, 422);
     }
 
     // All are counted: the refusal, the looping calls that continued at the
-    // lowest priority, and those that started there.
+    // lowest priority, those that started there, and the repeat.
     let metrics = daemon.get("/metrics").await.text().await.unwrap();
     for name in [
         "eventlogs_reducer_busy_total",
         "eventlogs_reducer_calls_demoted_total",
         "eventlogs_reducer_calls_started_demoted_total",
+        "eventlogs_reduce_failures_repeated_total",
     ] {
         let count: f64 = metrics
             .lines()

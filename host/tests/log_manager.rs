@@ -505,3 +505,51 @@ async fn appends_resume_from_their_own_write_through() {
     let refused = first.append(append(None)).await;
     assert!(matches!(refused, Err(LogError::Reducer(_))), "{refused:?}");
 }
+
+/// A reducer is deterministic: a reduce that panicked fails again on the
+/// same events, so it is answered from memory, without running the
+/// reducer, until an event moves the log's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reduce_that_panicked_is_answered_again_without_running() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Parts {
+        manager, registry, ..
+    } = embedded(10).await;
+    registry
+        .deploy("grenade", plugin("fixture_panicking"))
+        .await
+        .unwrap();
+    let log_id = LogId::new();
+    manager
+        .create(Some(log_id), "grenade", evs(&[json!({"n": 1})]), None)
+        .await
+        .unwrap();
+    let panicked = |outcome: Result<_, LogError>| match outcome {
+        Err(LogError::Reducer(error)) => {
+            assert_eq!(error.kind.name(), "panic", "{error}");
+            error.to_string()
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    };
+    let repeated = || manager.cache_counters().failures_repeated.load(Relaxed);
+    let first = panicked(manager.reduce(log_id, None).await);
+    assert_eq!(repeated(), 0);
+    let second = panicked(manager.reduce(log_id, None).await);
+    assert_eq!(second, first, "the same failure, word for word");
+    assert_eq!(repeated(), 1, "the second reduce ran the reducer");
+
+    // A new event is a new reduce: it runs (and fails again).
+    manager
+        .append(Append {
+            log_id,
+            events: evs(&[json!({"n": 2})]),
+            expected_last_index: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    panicked(manager.reduce(log_id, None).await);
+    assert_eq!(repeated(), 1);
+    panicked(manager.reduce(log_id, None).await);
+    assert_eq!(repeated(), 2);
+}

@@ -16,6 +16,7 @@
 mod admission;
 mod append;
 mod deploy;
+mod failures;
 mod feed;
 mod flights;
 mod fold;
@@ -42,6 +43,7 @@ use crate::store::{EventStore, LogInfo, StoreError, StoredEvent};
 use admission::Admission;
 pub use append::Append;
 pub use deploy::{DeployError, DeployOptions, Deployment};
+use failures::FailedReduces;
 use flights::Flights;
 use fold::Start;
 pub use projections::{ProjectionError, ProjectionRead};
@@ -190,6 +192,9 @@ pub struct CacheCounters {
     pub rejected: AtomicU64,
     /// Reductions written to the cache.
     pub writes: AtomicU64,
+    /// Reduces answered with the failure the same reduce (log, version and
+    /// end) ended with lately, without running the reducer again.
+    pub failures_repeated: AtomicU64,
 }
 
 /// Creates, appends to, loads and reduces logs; deploys reducers.
@@ -204,6 +209,8 @@ pub struct LogManager {
     turns: Arc<Turns>,
     admission: Arc<Admission>,
     flights: Arc<Flights>,
+    /// Reduces that failed lately and would fail again.
+    failed: Arc<FailedReduces>,
     /// Aggregates appends wrote through, for the next append's validation.
     recent: RecentAggregates,
     /// The reducer name each log is bound to; a log's binding never
@@ -245,6 +252,7 @@ impl LogManager {
             turns: Arc::new(Turns::new(TURN_STRIPES)),
             admission: Arc::new(admission),
             flights: Arc::default(),
+            failed: Arc::default(),
             bindings: moka::sync::Cache::new(BINDINGS),
         }
     }
@@ -300,7 +308,9 @@ impl LogManager {
 
     /// Reduces a log with its reducer's active version, or with `version`.
     /// Concurrent reduces of the log to the same end with the same version
-    /// share one fold, which waits for the reducer's turn.
+    /// share one fold, which waits for the reducer's turn. A reduce that
+    /// failed in a way that would recur is answered with that failure for a
+    /// while without running the reducer (see `failures`).
     pub async fn reduce(
         &self,
         log_id: LogId,
@@ -312,13 +322,27 @@ impl LogManager {
             Some(v) => self.registry.version(&info.reducer, v).await?,
         };
         let flight = (log_id, reducer.version(), info.last_index);
+        if let Some(failure) = self.failed.get(&flight) {
+            self.counters
+                .failures_repeated
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("eventlogs_reduce_failures_repeated_total").increment(1);
+            tokio::time::sleep(failure.took).await;
+            return Err(failure.error.into());
+        }
+        let started = std::time::Instant::now();
         let manager = self.clone();
-        self.flights
+        let reduced = self
+            .flights
             .share(
                 flight,
                 async move { manager.reduce_to_end(info, reducer).await },
             )
-            .await
+            .await;
+        if let Err(LogError::Reducer(error)) = &reduced {
+            self.failed.remember(flight, error, started.elapsed());
+        }
+        reduced
     }
 
     async fn reduce_to_end(&self, info: LogInfo, reducer: Reducer) -> Result<Reduction, LogError> {
