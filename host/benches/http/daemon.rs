@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+/// The Redis server the daemon (and the seed library's cache) uses.
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
 /// A running daemon process.
 pub struct Daemon {
     child: Child,
@@ -49,12 +52,7 @@ impl Daemon {
                 "--database-url",
                 database,
             ])
-            .args([
-                "--redis-url",
-                "redis://127.0.0.1:6379/",
-                "--redis-prefix",
-                &prefix,
-            ])
+            .args(["--redis-url", REDIS_URL, "--redis-prefix", &prefix])
             .arg("--deploy")
             .arg(format!("payment={}", plugin("payment").display()))
             .arg("--deploy")
@@ -129,7 +127,7 @@ pub fn plugin_bytes(name: &str) -> Vec<u8> {
 /// Deletes every cached reduction of `log` under `prefix`, so its next
 /// reduce folds from the start.
 pub async fn evict(prefix: &str, log: &str) {
-    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let client = redis::Client::open(REDIS_URL).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*{log}"))

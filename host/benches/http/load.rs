@@ -341,14 +341,12 @@ pub async fn batches(client: &Client, clients: usize, size: usize, span: Duratio
     .await
 }
 
-/// Reduce latencies, ms.
+/// Reduce latencies: 5 uncached reductions and 25 right after an append.
 pub struct Reduce {
-    /// Median of reductions folding the whole log (its cache entry
-    /// deleted first).
-    pub uncached_ms: f64,
-    /// Median of reductions right after an append, which wrote the
-    /// aggregate through to the cache.
-    pub cached_ms: f64,
+    /// Reductions folding the whole log (its cache entry deleted first).
+    pub uncached: Latencies,
+    /// Reductions right after an append of one event.
+    pub cached: Latencies,
 }
 
 /// Reduce latency of a `events`-event log: uncached (its cache entry
@@ -374,13 +372,9 @@ pub async fn reduce_latency(client: &Client, prefix: &str, events: u64) -> Reduc
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let median = |mut v: Vec<Duration>| {
-        v.sort_unstable();
-        v[v.len() / 2].as_secs_f64() * 1000.0
-    };
     Reduce {
-        uncached_ms: median(uncached),
-        cached_ms: median(cached),
+        uncached: Latencies::merge(vec![uncached], Duration::ZERO),
+        cached: Latencies::merge(vec![cached], Duration::ZERO),
     }
 }
 

@@ -14,7 +14,9 @@
 //!   on a stream subscriber under the 16-client load (target p99 <= 50 ms),
 //!   feed pages beside sqlx reading `events` by position, and appends with
 //!   1,000 idle subscribers beside appends without (and the RSS they cost);
-//! - reduce of a 10,000-event log, uncached versus cached with one new event;
+//! - reduce of a 10,000-event log, uncached versus cached with one new event,
+//!   each beside the seed library's (its `PostgresEventStore` and
+//!   `RedisReductionCache`, in-process, on the same servers);
 //! - the daemon's peak RSS while reducing a 1,000,000-event log, beside its
 //!   RSS at rest;
 //! - a hot deploy of a ~1 MiB component under an append-and-reduce load:
@@ -199,21 +201,43 @@ async fn main() {
         return;
     }
 
-    eprintln!("reduce: a 10,000-event log, uncached and cached");
+    eprintln!("reduce: a 10,000-event log, uncached and cached, beside the seed library");
     let reduce = load::reduce_latency(&client, &daemon.redis_prefix, 10_000).await;
+    let seed = seed::reduces(&database, daemon::REDIS_URL, 10_000).await;
     report.push(Figure::ratio(
         "reduce 10k events, cached (right after an append): speed-up",
-        reduce.uncached_ms / reduce.cached_ms,
+        reduce.uncached.p50() / reduce.cached.p50(),
         1.0,
         "uncached reduce",
         10.0,
     ));
-    report.push(Figure::plain(
-        "reduce 10k events: uncached (ms)",
-        reduce.uncached_ms,
-        "cached, right after an append (ms)",
-        reduce.cached_ms,
-    ));
+    for (what, ours, theirs) in [
+        ("uncached", &reduce.uncached, &seed.uncached),
+        ("after 1 new event, cached", &reduce.cached, &seed.cached),
+    ] {
+        // Issue 12: at most the seed library's time, in-process.
+        report.push(Figure::limit(
+            &format!(
+                "reduce 10k events {what}, p50: eventlogs over HTTP / seed library in-process"
+            ),
+            ours.p50() / theirs.p50(),
+            theirs.p50(),
+            "seed library p50 (ms)",
+            1.0,
+        ));
+        report.push(Figure::plain(
+            &format!("reduce 10k events {what}, eventlogs p50 (ms)"),
+            ours.p50(),
+            "p99 (ms)",
+            ours.p99(),
+        ));
+        report.push(Figure::plain(
+            &format!("reduce 10k events {what}, seed library p50 (ms)"),
+            theirs.p50(),
+            "p99 (ms)",
+            theirs.p99(),
+        ));
+    }
 
     eprintln!("memory: reducing a {big_log}-event log");
     let at_rest = daemon.rss_kib();

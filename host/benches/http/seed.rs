@@ -1,19 +1,22 @@
 //! The second baseline: the seed library itself (crate `eventlogs` 0.2.1,
 //! in-process, its `PostgresEventStore`, native aggregates), appending one
-//! event per call to its own log per task, on the same server.
+//! event per call to its own log per task, on the same server; and reducing
+//! logs with its `RedisReductionCache`, as the daemon's reduces are measured.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use eventlogs_seed::caches::ReductionCacheSerde;
 use eventlogs_seed::caches::fake::FakeReductionCache;
+use eventlogs_seed::caches::redis::RedisReductionCache;
 use eventlogs_seed::ids::LogId;
 use eventlogs_seed::stores::postgres::PostgresEventStore;
-use eventlogs_seed::{Aggregate, AppendOptions, EventRecord, LogManager, LogState};
+use eventlogs_seed::{Aggregate, AppendOptions, EventRecord, LogManager, LogState, Reduction};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::load::{Latencies, run_timed};
+use crate::load::{Latencies, Reduce, run_timed};
 
 /// The seed's schema (its `docker/postgres/schema.sql`).
 const SCHEMA: [&str; 2] = [
@@ -89,4 +92,91 @@ pub async fn appends(database: &str, tasks: usize, span: Duration) -> Latencies 
     .await;
     admin.close().await;
     latencies
+}
+
+/// The seed's Redis cache encoding: its `Reduction` as JSON.
+struct JsonSerde;
+
+impl ReductionCacheSerde<Approved> for JsonSerde {
+    fn serialize(
+        &self,
+        reduction: &Reduction<Approved>,
+    ) -> Result<Vec<u8>, impl std::error::Error + 'static> {
+        serde_json::to_vec(reduction)
+    }
+
+    fn deserialize(
+        &self,
+        buf: &[u8],
+    ) -> Result<Reduction<Approved>, impl std::error::Error + 'static> {
+        serde_json::from_slice(buf)
+    }
+}
+
+/// The seed's reduces on the same PostgreSQL and the Redis at `redis_url`
+/// (its `PostgresEventStore` and `RedisReductionCache`), measured as the
+/// daemon's are (`load::reduce_latency`): 5 logs of `events` events, each
+/// reduced once with nothing cached, then 5 times right after one more
+/// event was appended, from the aggregate the previous reduce cached.
+pub async fn reduces(database: &str, redis_url: &str, events: u64) -> Reduce {
+    const ROUNDS: usize = 5;
+    let admin = sqlx::PgPool::connect(database).await.unwrap();
+    for statement in SCHEMA {
+        sqlx::query(statement).execute(&admin).await.unwrap();
+    }
+    let mut config = deadpool_postgres::Config::new();
+    config.url = Some(database.to_owned());
+    let pool = config
+        .create_pool(
+            Some(deadpool_postgres::Runtime::Tokio1),
+            tokio_postgres::NoTls,
+        )
+        .unwrap();
+    let redis = deadpool_redis::Config::from_url(redis_url)
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    let seed = LogManager::new(
+        PostgresEventStore::new(pool),
+        RedisReductionCache::new(redis.clone(), JsonSerde, None),
+    );
+    let event = json!({"Authorized": {"amount": 1, "approval_code": "bench"}});
+    let options = AppendOptions::default();
+    let (mut uncached, mut cached) = (Vec::new(), Vec::new());
+    let mut logs = Vec::new();
+    for _ in 0..ROUNDS {
+        let log_id = LogId::new();
+        let mut state = seed.create(&log_id, &event, &options).await.unwrap();
+        for _ in 1..events {
+            state = seed.append(&log_id, state, &event, &options).await.unwrap();
+        }
+        let t = Instant::now();
+        let reduced = seed.reduce(&log_id).await.unwrap();
+        uncached.push(t.elapsed());
+        assert_eq!(u64::from(reduced.through_index()), events - 1);
+        let mut state = reduced.log_state();
+        for _ in 0..5 {
+            // The previous reduce's cache write is asynchronous.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seed.append(&log_id, state, &event, &options).await.unwrap();
+            let t = Instant::now();
+            let reduced = seed.reduce(&log_id).await.unwrap();
+            cached.push(t.elapsed());
+            state = reduced.log_state();
+        }
+        logs.push(log_id);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut connection = redis.get().await.unwrap();
+    for log_id in &logs {
+        let () = deadpool_redis::redis::cmd("DEL")
+            .arg(log_id.to_string())
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+    admin.close().await;
+    Reduce {
+        uncached: Latencies::merge(vec![uncached], Duration::ZERO),
+        cached: Latencies::merge(vec![cached], Duration::ZERO),
+    }
 }
