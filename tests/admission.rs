@@ -66,7 +66,13 @@ async fn a_busy_reducer_is_refused_after_its_queue_timeout_and_others_are_served
     // The same reduce again, on the same events, would loop again: it is
     // answered with the same failure, paced like the fold was, but without
     // a fold, so it holds no turn.
-    let again = tokio::spawn(reduce(&daemon, &first));
+    let again = {
+        let reduced = reduce(&daemon, &first);
+        tokio::spawn(async move {
+            let asked = std::time::Instant::now();
+            (reduced.await, asked.elapsed())
+        })
+    };
     tokio::time::sleep(Duration::from_millis(100)).await;
     // With the turn free, the second log is folded (and times out); were
     // the repeat folding, this would be refused as busy after 100 ms.
@@ -76,8 +82,13 @@ async fn a_busy_reducer_is_refused_after_its_queue_timeout_and_others_are_served
         (422, &json!("timeout")),
         "{body}"
     );
-    let (status, again) = again.await.unwrap();
+    let ((status, again), took) = again.await.unwrap();
     assert_eq!(status, 422, "{again}");
+    // Paced like the fold, which ran into its 1 s deadline.
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered after {took:?}"
+    );
     assert_eq!(
         (&again["failure"], &again["detail"]),
         (&timed_out["failure"], &timed_out["detail"])
