@@ -186,3 +186,30 @@ fn checks_one_after_another_reuse_the_round_s_instance() {
         reducer.checks_sharing_an_instance()
     );
 }
+
+/// A reducer that keeps state in a global (against the contract) traps in
+/// an instance another aggregate used first; each such check is run again
+/// alone in a fresh instance, so every check ends as it would alone.
+#[test]
+fn a_check_that_traps_in_a_used_instance_is_run_again_alone() {
+    let rt = runtime(|_| {});
+    let stateful = load(&rt, "fixture_stateful");
+    let state = stateful.start().unwrap().finish().unwrap().json;
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let event = ["{}".to_owned()];
+    let one = || stateful.check(state.clone().into_bytes(), batch(0, &event));
+    let mut outcomes = Vec::new();
+    // One after another (sharing the round's warm instance), then many at
+    // once (sharing rounds).
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_micros(300));
+        outcomes.push(tokio.block_on(one()));
+    }
+    outcomes.extend(tokio.block_on(futures_util::future::join_all((0..40).map(|_| one()))));
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            Checked::Folded(folded) => assert_eq!(folded.json, r#"{"count":1}"#, "check {i}"),
+            other => panic!("check {i}: {other:?}"),
+        }
+    }
+}
