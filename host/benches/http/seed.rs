@@ -44,29 +44,39 @@ impl Aggregate for Approved {
     }
 }
 
-type Seed = LogManager<Value, Approved, PostgresEventStore, FakeReductionCache<Approved>>;
-
-/// `tasks` tasks, each appending single events to its own log through the
-/// seed's `LogManager`, for `span`.
-pub async fn appends(database: &str, tasks: usize, span: Duration) -> Latencies {
+/// The seed's schema created on `database`, a connection to it for the
+/// caller to close, and the seed's store on a pool of `max_size`
+/// connections (deadpool's default when `None`).
+async fn store(database: &str, max_size: Option<usize>) -> (sqlx::PgPool, PostgresEventStore) {
     let admin = sqlx::PgPool::connect(database).await.unwrap();
     for statement in SCHEMA {
         sqlx::query(statement).execute(&admin).await.unwrap();
     }
     let mut config = deadpool_postgres::Config::new();
     config.url = Some(database.to_owned());
-    config.pool = Some(deadpool_postgres::PoolConfig::new(tasks.min(32)));
+    config.pool = max_size.map(deadpool_postgres::PoolConfig::new);
     let pool = config
         .create_pool(
             Some(deadpool_postgres::Runtime::Tokio1),
             tokio_postgres::NoTls,
         )
         .unwrap();
-    let seed: Arc<Seed> = Arc::new(LogManager::new(
-        PostgresEventStore::new(pool),
-        FakeReductionCache::new(),
-    ));
-    let event = json!({"Authorized": {"amount": 1, "approval_code": "bench"}});
+    (admin, PostgresEventStore::new(pool))
+}
+
+/// The event every benchmark append stores, as the daemon's load does.
+fn event() -> Value {
+    json!({"Authorized": {"amount": 1, "approval_code": "bench"}})
+}
+
+type Seed = LogManager<Value, Approved, PostgresEventStore, FakeReductionCache<Approved>>;
+
+/// `tasks` tasks, each appending single events to its own log through the
+/// seed's `LogManager`, for `span`.
+pub async fn appends(database: &str, tasks: usize, span: Duration) -> Latencies {
+    let (admin, store) = store(database, Some(tasks.min(32))).await;
+    let seed: Arc<Seed> = Arc::new(LogManager::new(store, FakeReductionCache::new()));
+    let event = event();
     let mut logs = Vec::new();
     for _ in 0..tasks {
         let log_id = LogId::new();
@@ -120,26 +130,15 @@ impl ReductionCacheSerde<Approved> for JsonSerde {
 /// event was appended, from the aggregate the previous reduce cached.
 pub async fn reduces(database: &str, redis_url: &str, events: u64) -> Reduce {
     const ROUNDS: usize = 5;
-    let admin = sqlx::PgPool::connect(database).await.unwrap();
-    for statement in SCHEMA {
-        sqlx::query(statement).execute(&admin).await.unwrap();
-    }
-    let mut config = deadpool_postgres::Config::new();
-    config.url = Some(database.to_owned());
-    let pool = config
-        .create_pool(
-            Some(deadpool_postgres::Runtime::Tokio1),
-            tokio_postgres::NoTls,
-        )
-        .unwrap();
+    let (admin, store) = store(database, None).await;
     let redis = deadpool_redis::Config::from_url(redis_url)
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))
         .unwrap();
     let seed = LogManager::new(
-        PostgresEventStore::new(pool),
+        store,
         RedisReductionCache::new(redis.clone(), JsonSerde, None),
     );
-    let event = json!({"Authorized": {"amount": 1, "approval_code": "bench"}});
+    let event = event();
     let options = AppendOptions::default();
     let (mut uncached, mut cached) = (Vec::new(), Vec::new());
     let mut logs = Vec::new();
