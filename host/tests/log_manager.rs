@@ -217,10 +217,41 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
     );
 }
 
+/// A fold reads ahead of the reducer: an event refused deep in a long log
+/// ends the reduce with that event's refusal, at once, and the read with
+/// it. (Appends are validated, so the event is stored behind the log
+/// manager's back, as by a version that validated less.)
+async fn a_refusal_deep_in_a_long_log_ends_the_read(parts: Parts) {
+    use eventlogs_host::runtime::FailureKind;
+    use eventlogs_host::store::Write;
+    let log_id = LogId::new();
+    let captured = || json!({"Captured": {"amount": 1}});
+    let mut events = vec![json!({"Authorized": {"amount": 100_000}})];
+    events.extend((1..400).map(|_| captured()));
+    events.push(json!({"Bogus": {}}));
+    events.extend((0..400).map(|_| captured()));
+    parts
+        .store
+        .write(Write::create(log_id, true, "payment", evs(&events)))
+        .await
+        .unwrap();
+    let reduced = tokio::time::timeout(Duration::from_secs(30), parts.manager.reduce(log_id, None))
+        .await
+        .expect("the reduce ends");
+    match reduced {
+        Err(LogError::Reducer(error)) => assert!(
+            matches!(error.kind, FailureKind::UndecodableEvent { index: 400, .. }),
+            "{error}"
+        ),
+        other => panic!("expected event 400 to be refused, got {other:?}"),
+    }
+}
+
 on_both!(2;
     seed_payment_scenario,
     unknown_logs_and_reducers_are_errors,
     unusable_cache_entries_fold_from_the_start,
+    a_refusal_deep_in_a_long_log_ends_the_read,
 );
 
 /// On Redis, an entry whose MAC does not verify under the host's secret

@@ -34,6 +34,7 @@ behaviours!(
     bad_requests_store_nothing,
     forgotten_keys_make_a_retry_a_new_request,
     pages_are_cut_at_their_byte_budget,
+    a_read_streams_a_range_in_index_order,
 );
 
 fn payment(n: i64) -> Value {
@@ -140,6 +141,38 @@ async fn pages_are_cut_at_their_byte_budget(store: Store) {
     // The count still bounds it.
     let page = store.events(log_id, 0, 2, u64::MAX).await.unwrap();
     assert_eq!(indexes(page), [0, 1]);
+}
+
+/// A fold's read: one stream of a log's events in index order, from an
+/// index through an index or the end, exactly what a page would return.
+async fn a_read_streams_a_range_in_index_order(store: Store) {
+    use futures_util::TryStreamExt;
+    let values: Vec<Value> = (0..2_500).map(payment).collect();
+    let log_id = create(&store, &values[..1_000]).await;
+    for chunk in values[1_000..].chunks(500) {
+        stored_now(store.write(append(log_id, chunk, None, None)).await);
+    }
+    let other = create(&store, &[payment(-1)]).await;
+    let paged = store.events(log_id, 0, 100_000, u64::MAX).await.unwrap();
+    let read = |from, through| {
+        let store = store.clone();
+        async move {
+            let events: Vec<StoredEvent> = store
+                .read(log_id, from, through)
+                .try_collect()
+                .await
+                .unwrap();
+            events
+        }
+    };
+    assert_eq!(read(0, None).await, paged, "the whole log, as paged");
+    assert_eq!(read(1_200, Some(1_202)).await, paged[1_200..=1_202]);
+    assert_eq!(read(2_499, None).await, paged[2_499..]);
+    assert!(read(2_500, None).await.is_empty(), "past the end");
+    assert!(read(7, Some(6)).await.is_empty(), "an empty range");
+    let theirs: Vec<StoredEvent> = store.read(other, 0, None).try_collect().await.unwrap();
+    assert_eq!(theirs.len(), 1, "only the log's own events");
+    assert_eq!(theirs[0].payload, payment(-1).to_string());
 }
 
 async fn unknown_logs_are_not_found(store: Store) {

@@ -27,6 +27,7 @@
 //!
 //! The table is printed and written as JSON to `results/bench-http.json`.
 //! `BENCH_SECONDS` sets each load phase's length (default 10);
+//! `BENCH_REDUCES_ONLY` runs the reduce and memory figures alone;
 //! `BENCH_APPENDS_ONLY` stops after the own-log append phases,
 //! `BENCH_STOP_AFTER_FEED` after the feed's, `BENCH_FEED_ONLY` runs
 //! the feed's alone and `BENCH_HOSTILE_ONLY` the hostile reducers' alone;
@@ -58,6 +59,12 @@ async fn main() {
     let mut report = Report::default();
 
     let feed_only = std::env::var_os("BENCH_FEED_ONLY").is_some();
+    if std::env::var_os("BENCH_REDUCES_ONLY").is_some() {
+        reduce_phases(&client, &daemon, &database, big_log, &mut report).await;
+        daemon.stop();
+        report.print();
+        return;
+    }
     if std::env::var_os("BENCH_HOSTILE_ONLY").is_some() {
         hostile_phase(&client, &daemon, phase, &mut report).await;
         daemon.stop();
@@ -201,70 +208,7 @@ async fn main() {
         return;
     }
 
-    eprintln!("reduce: a 10,000-event log, uncached and cached, beside the seed library");
-    let reduce = load::reduce_latency(&client, &daemon.redis_prefix, 10_000).await;
-    let seed = seed::reduces(&database, daemon::REDIS_URL, 10_000).await;
-    report.push(Figure::ratio(
-        "reduce 10k events, cached (right after an append): speed-up",
-        reduce.uncached.p50() / reduce.cached.p50(),
-        1.0,
-        "uncached reduce",
-        10.0,
-    ));
-    for (what, ours, theirs) in [
-        ("uncached", &reduce.uncached, &seed.uncached),
-        ("after 1 new event, cached", &reduce.cached, &seed.cached),
-    ] {
-        // Issue 12: at most the seed library's time, in-process.
-        report.push(Figure::limit(
-            &format!(
-                "reduce 10k events {what}, p50: eventlogs over HTTP / seed library in-process"
-            ),
-            ours.p50() / theirs.p50(),
-            theirs.p50(),
-            "seed library p50 (ms)",
-            1.0,
-        ));
-        report.push(Figure::plain(
-            &format!("reduce 10k events {what}, eventlogs p50 (ms)"),
-            ours.p50(),
-            "p99 (ms)",
-            ours.p99(),
-        ));
-        report.push(Figure::plain(
-            &format!("reduce 10k events {what}, seed library p50 (ms)"),
-            theirs.p50(),
-            "p99 (ms)",
-            theirs.p99(),
-        ));
-    }
-
-    eprintln!("memory: reducing a {big_log}-event log");
-    let at_rest = daemon.rss_kib();
-    let log = load::long_log(&client, big_log).await;
-    // Its appends wrote the aggregate through to the cache: remove it, so
-    // the reduce folds every event.
-    daemon::evict(&daemon.redis_prefix, &log).await;
-    daemon.reset_peak_rss();
-    let started = std::time::Instant::now();
-    let reduced = client.reduce(&log).await;
-    let took = started.elapsed();
-    assert_eq!(reduced["through_index"], big_log - 1, "{reduced}");
-    assert_eq!(reduced["events_folded"], big_log, "{reduced}");
-    let peak = daemon.peak_rss_kib();
-    report.push(Figure::limit(
-        &format!("daemon peak RSS reducing {big_log} events (MiB)"),
-        peak as f64 / 1024.0,
-        at_rest as f64 / 1024.0,
-        "RSS at rest before loading it (MiB)",
-        100.0,
-    ));
-    report.push(Figure::plain(
-        &format!("reduce {big_log} events uncached (s)"),
-        took.as_secs_f64(),
-        "events/s",
-        big_log as f64 / took.as_secs_f64(),
-    ));
+    reduce_phases(&client, &daemon, &database, big_log, &mut report).await;
 
     eprintln!("hot deploy of a 1 MiB component under load, {seconds} s");
     let deploy = mixed::hot_deploy(&client, phase).await;
@@ -398,4 +342,80 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The reduce figures: a 10,000-event log uncached and cached beside the
+/// seed library, and the memory and speed of reducing a `big_log`-event
+/// log.
+async fn reduce_phases(
+    client: &load::Client,
+    daemon: &daemon::Daemon,
+    database: &str,
+    big_log: u64,
+    report: &mut Report,
+) {
+    eprintln!("reduce: a 10,000-event log, uncached and cached, beside the seed library");
+    let reduce = load::reduce_latency(&client, &daemon.redis_prefix, 10_000).await;
+    let seed = seed::reduces(database, daemon::REDIS_URL, 10_000).await;
+    report.push(Figure::ratio(
+        "reduce 10k events, cached (right after an append): speed-up",
+        reduce.uncached.p50() / reduce.cached.p50(),
+        1.0,
+        "uncached reduce",
+        10.0,
+    ));
+    for (what, ours, theirs) in [
+        ("uncached", &reduce.uncached, &seed.uncached),
+        ("after 1 new event, cached", &reduce.cached, &seed.cached),
+    ] {
+        // Issue 12: at most the seed library's time, in-process.
+        report.push(Figure::limit(
+            &format!(
+                "reduce 10k events {what}, p50: eventlogs over HTTP / seed library in-process"
+            ),
+            ours.p50() / theirs.p50(),
+            theirs.p50(),
+            "seed library p50 (ms)",
+            1.0,
+        ));
+        report.push(Figure::plain(
+            &format!("reduce 10k events {what}, eventlogs p50 (ms)"),
+            ours.p50(),
+            "p99 (ms)",
+            ours.p99(),
+        ));
+        report.push(Figure::plain(
+            &format!("reduce 10k events {what}, seed library p50 (ms)"),
+            theirs.p50(),
+            "p99 (ms)",
+            theirs.p99(),
+        ));
+    }
+
+    eprintln!("memory: reducing a {big_log}-event log");
+    let at_rest = daemon.rss_kib();
+    let log = load::long_log(&client, big_log).await;
+    // Its appends wrote the aggregate through to the cache: remove it, so
+    // the reduce folds every event.
+    daemon::evict(&daemon.redis_prefix, &log).await;
+    daemon.reset_peak_rss();
+    let started = std::time::Instant::now();
+    let reduced = client.reduce(&log).await;
+    let took = started.elapsed();
+    assert_eq!(reduced["through_index"], big_log - 1, "{reduced}");
+    assert_eq!(reduced["events_folded"], big_log, "{reduced}");
+    let peak = daemon.peak_rss_kib();
+    report.push(Figure::limit(
+        &format!("daemon peak RSS reducing {big_log} events (MiB)"),
+        peak as f64 / 1024.0,
+        at_rest as f64 / 1024.0,
+        "RSS at rest before loading it (MiB)",
+        100.0,
+    ));
+    report.push(Figure::plain(
+        &format!("reduce {big_log} events uncached (s)"),
+        took.as_secs_f64(),
+        "events/s",
+        big_log as f64 / took.as_secs_f64(),
+    ));
 }

@@ -74,6 +74,7 @@ impl LogManager {
             from_cache: false,
             events_folded: 0,
             anchor: None,
+            unchanged: None,
         };
         let folded = match self.validate(at_end, &write).await {
             Ok(folded) => folded,

@@ -45,7 +45,6 @@ pub use append::Append;
 pub use deploy::{DeployError, DeployOptions, Deployment};
 use failures::FailedReduces;
 use flights::Flights;
-use fold::Start;
 pub use projections::{ProjectionError, ProjectionRead};
 use recent::RecentAggregates;
 pub use subscriptions::SubscriptionError;
@@ -316,11 +315,7 @@ impl LogManager {
         log_id: LogId,
         version: Option<Version>,
     ) -> Result<Reduction, LogError> {
-        let info = self.info(log_id).await?;
-        let reducer = match version {
-            None => self.registry.resolve_active(&info.reducer).await?,
-            Some(v) => self.registry.version(&info.reducer, v).await?,
-        };
+        let (info, reducer, entry) = self.reduce_inputs(log_id, version).await?;
         let flight = (log_id, reducer.version(), info.last_index);
         if let Some(failure) = self.failed.get(&flight) {
             self.counters
@@ -334,10 +329,9 @@ impl LogManager {
         let manager = self.clone();
         let reduced = self
             .flights
-            .share(
-                flight,
-                async move { manager.reduce_to_end(info, reducer).await },
-            )
+            .share(flight, async move {
+                manager.reduce_to_end(info, reducer, entry).await
+            })
             .await;
         if let Err(LogError::Reducer(error)) = &reduced {
             self.failed.remember(flight, error, started.elapsed());
@@ -345,36 +339,88 @@ impl LogManager {
         reduced
     }
 
-    async fn reduce_to_end(&self, info: LogInfo, reducer: Reducer) -> Result<Reduction, LogError> {
+    /// What a reduce starts from: the log's metadata, its reducer (the
+    /// active version or `version`) and, when the log's reducer is known
+    /// in this process, the cache's entry for it, read in parallel with
+    /// the metadata (`None`: not read yet).
+    async fn reduce_inputs(
+        &self,
+        log_id: LogId,
+        version: Option<Version>,
+    ) -> Result<(LogInfo, Reducer, Option<Option<CachedReduction>>), LogError> {
+        let resolve = |name: &str| {
+            let name = name.to_owned();
+            async move {
+                match version {
+                    None => self.registry.resolve_active(&name).await,
+                    Some(v) => self.registry.version(&name, v).await,
+                }
+            }
+        };
+        let Some(name) = self.bindings.get(&log_id) else {
+            let info = self.info(log_id).await?;
+            let reducer = resolve(&info.reducer).await?;
+            return Ok((info, reducer, None));
+        };
+        // A log's reducer never changes.
+        let reducer = resolve(&name).await?;
+        let key = CacheKey {
+            reducer: name.to_string(),
+            version: reducer.version(),
+            log_id,
+        };
+        let (info, entry) = tokio::join!(self.info(log_id), self.cache_entry(&key));
+        Ok((info?, reducer, Some(entry)))
+    }
+
+    async fn reduce_to_end(
+        &self,
+        info: LogInfo,
+        reducer: Reducer,
+        entry: Option<Option<CachedReduction>>,
+    ) -> Result<Reduction, LogError> {
         let log_id = info.log_id;
         let key = CacheKey {
             reducer: info.reducer.clone(),
             version: reducer.version(),
             log_id,
         };
-        let start = Start::Cached {
-            end: Some(info.last_index),
-        };
+        let end = Some(info.last_index);
         let _turn = self.admission.enter(&info.reducer).await?;
-        let at_end = self.fold_to_end(&reducer, &key, log_id, start).await?;
+        let cached = match entry {
+            Some(found) => self.usable(found, end),
+            None => self.cached(&key, end).await,
+        };
+        let at_end = self.fold_from(&reducer, &key, log_id, cached, end).await?;
         // A log always holds at least its creating event.
         let through_index = at_end
             .through_index
             .ok_or(StoreError::LogNotFound(log_id))?;
         let done = at_end.fold;
-        let folded = self.blocking(move || done.finish()).await?;
+        let (aggregate, folded) = match at_end.unchanged {
+            // Nothing new after the cached entry: its JSON is the answer,
+            // and the fold is released on a reducer thread meanwhile.
+            Some(json) => {
+                drop(self.registry.runtime().run(move || drop(done)));
+                (json, None)
+            }
+            None => {
+                let folded = self.blocking(move || done.finish()).await?;
+                (folded.json.clone(), Some(folded))
+            }
+        };
         let reduction = Reduction {
             log_id,
             reducer: info.reducer,
             reducer_version: key.version,
             through_index,
-            aggregate: folded.json.clone(),
+            aggregate,
             reduced_at: now_micros(),
             from_cache: at_end.from_cache,
             events_folded: at_end.events_folded,
         };
         if at_end.events_folded > 0
-            && let Some(anchor) = at_end.anchor
+            && let (Some(anchor), Some(folded)) = (at_end.anchor, folded)
         {
             self.cache_in_background(key, (through_index, anchor), &folded);
         }
@@ -393,7 +439,14 @@ impl LogManager {
     /// A cached reduction usable for a log ending at `end` (when known);
     /// anything else is a miss.
     async fn cached(&self, key: &CacheKey, end: Option<u64>) -> Option<CachedReduction> {
-        let found = match self.cache.get(key).await {
+        let found = self.cache_entry(key).await;
+        self.usable(found, end)
+    }
+
+    /// The cache's entry under `key`; a forged entry or a failed read is
+    /// logged, counted and none.
+    async fn cache_entry(&self, key: &CacheKey) -> Option<CachedReduction> {
+        match self.cache.get(key).await {
             Ok(found) => found,
             Err(CacheError::Forged) => {
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -405,7 +458,12 @@ impl LogManager {
                 tracing::warn!(%error, log_id = %key.log_id, "reduction cache read failed; folding from the start");
                 None
             }
-        };
+        }
+    }
+
+    /// `found`, if it can be the reduction of a log ending at `end` (when
+    /// known); counted as a hit or a miss.
+    fn usable(&self, found: Option<CachedReduction>, end: Option<u64>) -> Option<CachedReduction> {
         // An entry beyond the log's end cannot be this log's (a store was
         // reset under a surviving cache): ignore it.
         let usable = found.filter(|c| end.is_none_or(|end| c.through_index <= end));

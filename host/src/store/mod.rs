@@ -37,6 +37,7 @@ mod write;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 
 use crate::LogId;
 use crate::payload::Payload;
@@ -121,6 +122,9 @@ pub struct StoredEvent {
     pub payload: String,
 }
 
+/// A log's events as [`EventStore::read`] yields them.
+pub type EventStream<'a> = BoxStream<'a, Result<StoredEvent, StoreError>>;
+
 /// Why a store operation did not happen. Nothing was stored in any case.
 /// Everything except [`StoreError::Unavailable`] is the caller's to handle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,6 +201,12 @@ pub trait EventStore: SubscriptionStore + ProjectionStore {
         limit: u32,
         max_bytes: u64,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Every event of a log the caller knows exists, from index `from`
+    /// through `through` (through the log's end when `None`), in index
+    /// order, read as one query as the caller consumes them: a fold's read,
+    /// however long the log. What it yields is one consistent snapshot.
+    fn read(&self, log_id: LogId, from: u64, through: Option<u64>) -> EventStream<'_>;
 
     /// Up to `limit` events passing `filter` with a position after
     /// `after`, in position order, cut once their payloads reach

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgSslMode};
@@ -32,8 +33,8 @@ use super::execute::{self, Dialect, Exclusive, Executor, Read};
 use super::feed::{self, FeedFilter, FeedPage, FeedRow};
 use super::group_commit::{BatchWriter, GroupCommit};
 use super::hints::{Hints, Notifications};
-use super::write::{EventRow, KeyRow, stored_events, unavailable};
-use super::{EventStore, LogInfo, StoreError, StoredEvent, Write, Written};
+use super::write::{EventRow, KeyRow, LogEventRow, log_event, stored_events, unavailable};
+use super::{EventStore, EventStream, LogInfo, StoreError, StoredEvent, Write, Written};
 use crate::LogId;
 
 /// Writes queued per batch, at most.
@@ -352,6 +353,21 @@ impl EventStore for PostgresStore {
         .await
         .map_err(unavailable)?;
         Ok(stored_events(rows))
+    }
+
+    fn read(&self, log_id: LogId, from: u64, through: Option<u64>) -> EventStream<'_> {
+        // An index scan of the primary key streams in index order: no sort,
+        // and rows arrive while the fold consumes them.
+        sqlx::query_as::<_, LogEventRow>(
+            "SELECT idx, position, recorded_at, payload::text FROM events
+             WHERE log_id = $1 AND idx >= $2 AND idx <= $3 ORDER BY idx",
+        )
+        .bind(log_id.as_uuid())
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .bind(through.map_or(i64::MAX, |t| i64::try_from(t).unwrap_or(i64::MAX)))
+        .fetch(&self.pool)
+        .map(move |row| row.map(|row| log_event(log_id, row)).map_err(unavailable))
+        .boxed()
     }
 
     async fn feed(

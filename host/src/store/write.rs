@@ -140,6 +140,23 @@ pub(crate) fn earlier_outcome(row: &KeyRow, print: &[u8]) -> Result<Appended, St
 /// A row of (log id, index, position, recorded_at, payload).
 pub(crate) type EventRow = (Uuid, i64, i64, i64, String);
 
+/// A row of one log's events: index, position, time, payload.
+pub(crate) type LogEventRow = (i64, i64, i64, String);
+
+/// A row of `log_id`'s events as an event.
+pub(crate) fn log_event(
+    log_id: LogId,
+    (index, position, recorded_at, payload): LogEventRow,
+) -> StoredEvent {
+    StoredEvent {
+        log_id,
+        index: index as u64,
+        position: position as u64,
+        recorded_at,
+        payload,
+    }
+}
+
 /// Rows as events.
 pub(crate) fn stored_events(rows: Vec<EventRow>) -> Vec<StoredEvent> {
     rows.into_iter()
