@@ -355,7 +355,7 @@ async fn reduce_phases(
     report: &mut Report,
 ) {
     eprintln!("reduce: a 10,000-event log, uncached and cached, beside the seed library");
-    let reduce = load::reduce_latency(&client, &daemon.redis_prefix, 10_000).await;
+    let reduce = load::reduce_latency(client, &daemon.redis_prefix, 10_000).await;
     let seed = seed::reduces(database, daemon::REDIS_URL, 10_000).await;
     report.push(Figure::ratio(
         "reduce 10k events, cached (right after an append): speed-up",
@@ -394,7 +394,7 @@ async fn reduce_phases(
 
     eprintln!("memory: reducing a {big_log}-event log");
     let at_rest = daemon.rss_kib();
-    let log = load::long_log(&client, big_log).await;
+    let log = load::long_log(client, big_log).await;
     // Its appends wrote the aggregate through to the cache: remove it, so
     // the reduce folds every event.
     daemon::evict(&daemon.redis_prefix, &log).await;

@@ -144,7 +144,7 @@ impl LogManager {
                 .fold_read(reducer, key, log_id, from, end, checkpoints)
                 .await?
             {
-                Read::Folded(at_end) => return Ok(at_end),
+                Read::Folded(at_end) => return Ok(*at_end),
                 Read::Stale => {
                     self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%log_id, through_index = cached.through_index, "stale reduction cache entry ignored; folding from the start");
@@ -160,7 +160,7 @@ impl LogManager {
             // No event at all: an error unless the log exists (empty).
             self.store.log(log_id).await?;
         }
-        Ok(at_end)
+        Ok(*at_end)
     }
 
     /// Folds the events after the entry `begin` resumes (every event, for
@@ -237,14 +237,14 @@ impl LogManager {
                     self.cache_in_background(key.clone(), last, &so_far);
                 }
             }
-            Ok(Read::Folded(AtEnd {
+            Ok(Read::Folded(Box::new(AtEnd {
                 fold: fold.take().expect("fold present at the end"),
                 through_index: through,
                 from_cache: entry.is_some(),
                 events_folded,
                 anchor,
                 unchanged,
-            }))
+            })))
         };
         let ((), folded) = tokio::join!(reading, folding);
         folded
@@ -339,7 +339,7 @@ enum Begin {
 /// How a read fold ended.
 enum Read {
     /// At the end.
-    Folded(AtEnd),
+    Folded(Box<AtEnd>),
     /// The cached entry's event is not the one stored at its index.
     Stale,
     /// The cached aggregate is not this reducer's state.
