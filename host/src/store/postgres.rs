@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use std::str::FromStr;
 
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -119,6 +120,10 @@ impl PostgresStore {
 fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))?;
+    // A fold's read stays open while the fold runs, so its time includes
+    // the reducer's: statements over a second are logged at debug level
+    // only, not warned about.
+    let options = options.log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let asked = url.contains("sslmode=") || std::env::var_os("PGSSLMODE").is_some();
     Ok(if asked {
         options
