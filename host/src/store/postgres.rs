@@ -34,7 +34,9 @@ use super::execute::{self, Dialect, Exclusive, Executor, Read};
 use super::feed::{self, FeedFilter, FeedPage, FeedRow};
 use super::group_commit::{BatchWriter, GroupCommit};
 use super::hints::{Hints, Notifications};
-use super::write::{EventRow, KeyRow, LogEventRow, log_event, stored_events, unavailable};
+use super::write::{
+    EventRow, KeyRow, LogEventRow, index_bounds, log_event, stored_events, unavailable,
+};
 use super::{EventStore, EventStream, LogInfo, StoreError, StoredEvent, Write, Written};
 use crate::LogId;
 
@@ -361,6 +363,7 @@ impl EventStore for PostgresStore {
     }
 
     fn read(&self, log_id: LogId, from: u64, through: Option<u64>) -> EventStream<'_> {
+        let (from, through) = index_bounds(from, through);
         // An index scan of the primary key streams in index order: no sort,
         // and rows arrive while the fold consumes them.
         sqlx::query_as::<_, LogEventRow>(
@@ -368,8 +371,8 @@ impl EventStore for PostgresStore {
              WHERE log_id = $1 AND idx >= $2 AND idx <= $3 ORDER BY idx",
         )
         .bind(log_id.as_uuid())
-        .bind(i64::try_from(from).unwrap_or(i64::MAX))
-        .bind(through.map_or(i64::MAX, |t| i64::try_from(t).unwrap_or(i64::MAX)))
+        .bind(from)
+        .bind(through)
         .fetch(&self.pool)
         .map(move |row| row.map(|row| log_event(log_id, row)).map_err(unavailable))
         .boxed()

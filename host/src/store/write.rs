@@ -160,16 +160,17 @@ pub(crate) fn log_event(
 /// Rows as events.
 pub(crate) fn stored_events(rows: Vec<EventRow>) -> Vec<StoredEvent> {
     rows.into_iter()
-        .map(
-            |(log_id, index, position, recorded_at, payload)| StoredEvent {
-                log_id: log_id.into(),
-                index: index as u64,
-                position: position as u64,
-                recorded_at,
-                payload,
-            },
-        )
+        .map(|(log_id, index, position, recorded_at, payload)| {
+            log_event(log_id.into(), (index, position, recorded_at, payload))
+        })
         .collect()
+}
+
+/// The bounds of a read of indexes `from` through `through` (the end when
+/// `None`), as the databases' integers.
+pub(crate) fn index_bounds(from: u64, through: Option<u64>) -> (i64, i64) {
+    let bound = |index: u64| i64::try_from(index).unwrap_or(i64::MAX);
+    (bound(from), through.map_or(i64::MAX, bound))
 }
 
 /// A database failure, as the domain sees it: data the database refuses
