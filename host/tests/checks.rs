@@ -213,3 +213,133 @@ fn a_check_that_traps_in_a_used_instance_is_run_again_alone() {
         }
     }
 }
+
+/// An async runtime whose worker threads run checks inline, as the
+/// daemon's do.
+fn inline_runtime(workers: usize) -> tokio::runtime::Runtime {
+    const STACK: usize = 4 << 20;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_stack_size(STACK)
+        .on_thread_start(|| eventlogs_host::runtime::allow_inline_calls(STACK))
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Checks made on threads that allow it run there, each exactly as it
+/// would alone, and reuse their instances.
+#[test]
+fn checks_run_inline_end_as_each_would_alone() {
+    let rt = runtime(|_| {});
+    let reducer = load(&rt, "payment");
+    let tokio = inline_runtime(2);
+    let mut runner = TestRunner::new(Config::with_cases(8));
+    runner
+        .run(&prop::collection::vec(any_case(), 50..100), |cases| {
+            let mut prepared: Vec<(String, u64, Vec<String>)> = cases
+                .iter()
+                .map(|(history, appended)| {
+                    let state = state_after(&reducer, history);
+                    (state, history.len() as u64, appended.clone())
+                })
+                .collect();
+            prepared.insert(prepared.len() / 2, ("[1, 2]".into(), 3, vec!["{}".into()]));
+            let handles: Vec<_> = prepared
+                .iter()
+                .map(|(state, first, events)| {
+                    let (reducer, state) = (reducer.clone(), state.clone().into_bytes());
+                    let batch = batch(*first, events);
+                    tokio.spawn(async move { Outcome::from(reducer.check(state, batch).await) })
+                })
+                .collect();
+            let inline: Vec<Outcome> = tokio
+                .block_on(futures_util::future::try_join_all(handles))
+                .unwrap();
+            for ((state, first, events), outcome) in prepared.iter().zip(inline) {
+                prop_assert_eq!(outcome, alone(&reducer, state, *first, events));
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        reducer.checks_run_inline() > 400,
+        "only {} checks ran inline",
+        reducer.checks_run_inline()
+    );
+    assert_eq!(
+        reducer.checks_sharing_an_instance(),
+        0,
+        "a check went to a call thread without trapping"
+    );
+}
+
+/// A check that traps inline (here: in an instance an earlier check used,
+/// against a reducer keeping state in a global, or a panic) is run again
+/// the usual way and ends as it would alone.
+#[test]
+fn checks_that_trap_inline_end_as_they_would_alone() {
+    let rt = runtime(|_| {});
+    let tokio = inline_runtime(2);
+    let stateful = load(&rt, "fixture_stateful");
+    let state = stateful.start().unwrap().finish().unwrap().json;
+    for i in 0..20 {
+        let (stateful, state) = (stateful.clone(), state.clone().into_bytes());
+        let checked =
+            tokio
+                .block_on(tokio.spawn(async move {
+                    stateful.check(state, batch(0, &["{}".to_owned()])).await
+                }))
+                .unwrap();
+        match checked {
+            Checked::Folded(folded) => assert_eq!(folded.json, r#"{"count":1}"#, "check {i}"),
+            other => panic!("check {i}: {other:?}"),
+        }
+    }
+    let grenade = load(&rt, "fixture_panicking");
+    let state = grenade.start().unwrap().finish().unwrap().json;
+    let checked = tokio
+        .block_on(tokio.spawn(async move {
+            grenade
+                .check(state.into_bytes(), batch(7, &["{}".to_owned()]))
+                .await
+        }))
+        .unwrap();
+    assert!(
+        matches!(&checked, Checked::Refused(error) if matches!(&error.kind, FailureKind::Panic(message) if message.contains("grenade went off at event 7"))),
+        "{checked:?}"
+    );
+}
+
+/// A check that loops holds the thread it started on for one epoch tick at
+/// most: it then goes on on a call thread, until its deadline, while the
+/// thread serves other tasks.
+#[test]
+fn a_looping_check_gives_its_thread_back_at_the_first_tick() {
+    let rt = runtime(|limits| {
+        limits.call_timeout = std::time::Duration::from_secs(2);
+    });
+    let spinner = load(&rt, "fixture_infinite_loop");
+    let state = spinner.start().unwrap().finish().unwrap().json;
+    // One worker: while the check holds it, nothing else runs.
+    let tokio = inline_runtime(1);
+    let started = std::time::Instant::now();
+    let looping = tokio.spawn(async move {
+        spinner
+            .check(state.into_bytes(), batch(0, &["{}".to_owned()]))
+            .await
+    });
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let other = tokio.block_on(tokio.spawn(async move { started.elapsed() }));
+    let waited = other.unwrap();
+    assert!(
+        waited < std::time::Duration::from_millis(500),
+        "the worker was held for {waited:?}"
+    );
+    let checked = tokio.block_on(looping).unwrap();
+    assert!(
+        matches!(&checked, Checked::Refused(error) if matches!(error.kind, FailureKind::Timeout(_))),
+        "{checked:?}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+}

@@ -20,16 +20,21 @@
 //! one, so its outcome is the one it would have had alone. Versions whose
 //! recent folds ran long or trapped, and rounds on a thread that was
 //! demoted, do not batch: each of their checks runs alone, in parallel.
+//!
+//! Before any of that, a check runs on the caller's own thread if that
+//! thread allows it (`inline`), and comes here only if it did not finish
+//! there within one epoch tick.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::batch::EventBatch;
 use super::error::ReducerError;
+use super::inline::InlineChecks;
 use super::reducer::{Folded, Instance, Reducer};
 use super::threads;
 
@@ -42,7 +47,7 @@ const LINGER: Duration = Duration::from_millis(2);
 
 /// Most checks one instance serves before a fresh one replaces it, which
 /// bounds how far a guest's heap can drift from a fresh instance's.
-const MAX_USES: u32 = 1024;
+pub(crate) const MAX_USES: u32 = 1024;
 
 /// How one check ended.
 #[derive(Debug)]
@@ -56,14 +61,28 @@ pub enum Checked {
     Unresumable(ReducerError),
 }
 
-/// The checks of one reducer version waiting for a round.
-#[derive(Default)]
+/// The checks of one reducer version waiting for a round, and its
+/// instances for checks run inline.
 pub(crate) struct CheckQueue {
     queue: Mutex<Queue>,
     /// Signalled when a check is queued, for a round's thread lingering.
     arrived: Condvar,
     /// Checks that ran in an instance an earlier check had used.
     shared: AtomicU64,
+    /// What checks run inline keep (see `inline`).
+    pub(super) inline: InlineChecks,
+}
+
+impl CheckQueue {
+    /// An empty queue, whose inline instances count in `idle_in_all`.
+    pub(crate) fn new(idle_in_all: Arc<AtomicUsize>) -> Self {
+        Self {
+            queue: Mutex::default(),
+            arrived: Condvar::new(),
+            shared: AtomicU64::new(0),
+            inline: InlineChecks::new(idle_in_all),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -83,13 +102,17 @@ impl Reducer {
     /// Resumes the aggregate `state` (JSON this version serialised), folds
     /// `batch` into it and serialises the result, together with other
     /// checks of this version queued meanwhile; see the module
-    /// documentation. Panics if the check's thread panicked.
+    /// documentation. On a thread that allows it, the check runs inline
+    /// first (see `inline`). Panics if the check's thread panicked.
     pub async fn check(&self, state: Vec<u8>, batch: EventBatch) -> Checked {
         if self.suspect() {
             let reducer = self.clone();
             return self
                 .run_on_pool(move || reducer.check_alone(&state, &batch))
                 .await;
+        }
+        if let Some(checked) = self.check_inline(&state, &batch) {
+            return checked;
         }
         let (done, answer) = oneshot::channel();
         let start = {
@@ -194,7 +217,7 @@ impl Reducer {
         batch: &EventBatch,
     ) -> (Checked, Option<Instance>) {
         let used = instance.is_some();
-        let mut fold = match self.resume_in(instance, state) {
+        let mut fold = match self.resume_in(instance, state, false) {
             Ok(fold) => fold,
             Err(error) if used && error.kind.is_trap() => return self.check_in(None, state, batch),
             Err(error) => return (Checked::Unresumable(error), None),

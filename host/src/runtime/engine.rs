@@ -1,5 +1,8 @@
 //! The wasmtime set-up shared by every reducer: one engine, one linker.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
 use super::sandbox::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -16,6 +19,9 @@ pub(crate) struct Shared {
     pub(crate) linker: Linker<Sandbox>,
     pub(crate) limits: Limits,
     pub(crate) threads: CallThreads,
+    /// Instances kept idle for inline checks, across every version (see
+    /// `inline`).
+    pub(crate) inline_idle: Arc<AtomicUsize>,
     _ticker: Ticker,
 }
 
@@ -38,6 +44,7 @@ impl Shared {
             linker,
             limits,
             threads,
+            inline_idle: Arc::default(),
             _ticker: ticker,
         })
     }

@@ -13,7 +13,9 @@
 //! capabilities, memory limiter, captured stderr), `output` (the bounded
 //! pipe behind stdout/stderr), `validate` (admission of uploaded bytes),
 //! `reducer` (compiled versions and folds), `threads` (the threads calls run
-//! on, and how a long call gives way), `batch` (the packed event batch),
+//! on, and how a long call gives way), `checks` (appends' checks run
+//! together on a call thread), `inline` (checks run on the asking thread),
+//! `batch` (the packed event batch),
 //! `error` (typed failures), `bindings` (the generated WIT bindings).
 //! Versions (content hashes) live in the crate's `version` module.
 
@@ -24,6 +26,7 @@ mod conduct;
 mod engine;
 mod epoch;
 mod error;
+mod inline;
 mod limits;
 mod output;
 mod reducer;
@@ -37,6 +40,7 @@ pub use crate::version::Version;
 pub use batch::EventBatch;
 pub use checks::Checked;
 pub use error::{FailureKind, InvalidComponent, ReducerError, RuntimeError};
+pub use inline::allow_inline_calls;
 pub use limits::Limits;
 pub use reducer::{CachingPolicy, Fold, Folded, Reducer};
 

@@ -53,13 +53,14 @@ impl Reducer {
         pre: ReducerComponentPre<Sandbox>,
         shared: Arc<Shared>,
     ) -> Self {
+        let checks = Arc::new(CheckQueue::new(shared.inline_idle.clone()));
         Self {
             version,
             pre,
             shared,
             validates: true,
             conduct: Arc::default(),
-            checks: Arc::default(),
+            checks,
         }
     }
 
@@ -83,7 +84,7 @@ impl Reducer {
     /// Asks the reducer whether it validates, in a fresh sandbox, and
     /// remembers the answer (called once, when the version is loaded).
     pub(crate) fn learn_validates(&mut self) -> Result<(), ReducerError> {
-        let (mut store, bindings) = self.instantiate()?;
+        let (mut store, bindings) = self.instantiate(false)?;
         self.validates = call(&mut store, &self.shared, self.version, |store| {
             bindings
                 .eventlogs_reducer_reducer()
@@ -96,7 +97,7 @@ impl Reducer {
     /// Starts a fold from the initial aggregate of an empty log, in a fresh
     /// sandbox.
     pub fn start(&self) -> Result<Fold, ReducerError> {
-        let (mut store, bindings) = self.instantiate()?;
+        let (mut store, bindings) = self.instantiate(false)?;
         let aggregate = call(&mut store, &self.shared, self.version, |store| {
             bindings
                 .eventlogs_reducer_reducer()
@@ -110,7 +111,7 @@ impl Reducer {
     /// Starts a fold from an aggregate this same version serialised before
     /// (a cached reduction), in a fresh sandbox.
     pub fn resume(&self, state: &[u8]) -> Result<Fold, ReducerError> {
-        self.resume_in(None, state)
+        self.resume_in(None, state, false)
     }
 
     /// What every reducer of the runtime shares.
@@ -124,15 +125,17 @@ impl Reducer {
     }
 
     /// Resumes `state` in `instance` (one a finished fold left, see
-    /// [`Fold::into_instance`]), or in a fresh one.
+    /// [`Fold::into_instance`]), or in a fresh one, which gives way at the
+    /// first epoch tick if `gives_way` (see `Sandbox::arm`).
     pub(super) fn resume_in(
         &self,
         instance: Option<Instance>,
         state: &[u8],
+        gives_way: bool,
     ) -> Result<Fold, ReducerError> {
         let (mut store, bindings) = match instance {
             Some(Instance { store, bindings }) => (store, bindings),
-            None => self.instantiate()?,
+            None => self.instantiate(gives_way)?,
         };
         let aggregate = call(&mut store, &self.shared, self.version, |store| {
             bindings
@@ -143,8 +146,11 @@ impl Reducer {
         Ok(self.fold(store, bindings, aggregate))
     }
 
-    fn instantiate(&self) -> Result<(Store<Sandbox>, ReducerComponent), ReducerError> {
-        let mut store = Sandbox::store(&self.shared, &self.conduct);
+    fn instantiate(
+        &self,
+        gives_way: bool,
+    ) -> Result<(Store<Sandbox>, ReducerComponent), ReducerError> {
+        let mut store = Sandbox::store(&self.shared, &self.conduct, gives_way);
         Sandbox::arm(&mut store, &self.shared);
         match self.pre.instantiate(&mut store) {
             Ok(bindings) => Ok((store, bindings)),

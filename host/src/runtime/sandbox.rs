@@ -37,6 +37,9 @@ pub(crate) struct Sandbox {
     /// Whether any call of this fold trapped or ran long; `None` before
     /// the first call.
     misbehaved: Option<bool>,
+    /// Whether this store's calls give way at the first epoch tick (calls
+    /// made inline, off the call threads; see [`Sandbox::arm`]).
+    gives_way: bool,
 }
 
 /// A fold adds to its version's record once, when it ends: a reduction is
@@ -95,14 +98,19 @@ impl CallClock {
 }
 
 /// CPU time the current thread has used.
-fn thread_cpu_time() -> Duration {
+pub(super) fn thread_cpu_time() -> Duration {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 impl Sandbox {
-    /// A fresh store for one reduction, with the runtime's limits applied.
-    pub(crate) fn store(shared: &Shared, conduct: &Arc<Conduct>) -> Store<Sandbox> {
+    /// A fresh store for one reduction, with the runtime's limits applied;
+    /// one whose calls give way at the first epoch tick if `gives_way`.
+    pub(crate) fn store(
+        shared: &Shared,
+        conduct: &Arc<Conduct>,
+        gives_way: bool,
+    ) -> Store<Sandbox> {
         let output = CapturedOutput::new(shared.limits.diagnostics_bytes);
         let wasi = WasiCtx::builder()
             .stdout(output.clone())
@@ -119,6 +127,7 @@ impl Sandbox {
             call: CallClock::default(),
             conduct: conduct.clone(),
             misbehaved: None,
+            gives_way,
         };
         let mut store = Store::new(&shared.engine, sandbox);
         store.limiter(|s| &mut s.limiter);
@@ -129,7 +138,17 @@ impl Sandbox {
     /// Sets the deadlines of the next call into the guest: demoted once it
     /// has used `demote_after` of CPU time, stopped after `call_timeout` of
     /// wall-clock time.
+    ///
+    /// A store that gives way is instead interrupted at the next epoch tick
+    /// (within `epoch_tick`): its calls run on a thread that must not be
+    /// held long, and whoever made them runs them again on a call thread,
+    /// under these deadlines, if they were interrupted.
     pub(crate) fn arm(store: &mut Store<Sandbox>, shared: &Shared) {
+        if store.data().gives_way {
+            store.data_mut().call = CallClock::default();
+            store.set_epoch_deadline(1);
+            return;
+        }
         let limits = &shared.limits;
         let (demote, deadline) = (limits.demote_ticks(), limits.deadline_ticks());
         let demotes = demote < deadline;
@@ -152,7 +171,13 @@ impl Sandbox {
     /// Notes how the call that just returned ended: badly if it trapped or
     /// used `demote_after` of CPU time. The fold's conduct goes to its
     /// version's record when the store is dropped.
+    ///
+    /// Calls that give way add nothing to the record: an interrupted one is
+    /// run again on a call thread, which records how that run behaved.
     pub(crate) fn settle(&mut self, trapped: bool) {
+        if self.gives_way {
+            return;
+        }
         let bad = trapped || self.call.ran_long();
         self.misbehaved = Some(self.misbehaved.unwrap_or(false) || bad);
     }

@@ -29,9 +29,24 @@ enum Command {
     Reducers(client::Connection),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Native stack of the async runtime's threads: room for reducer calls made
+/// on them (the largest WebAssembly stack allowed, 1 MiB, and the frames
+/// around it); see `eventlogs_host::runtime::allow_inline_calls`.
+const THREAD_STACK_BYTES: usize = 4 << 20;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .on_thread_start(|| eventlogs_host::runtime::allow_inline_calls(THREAD_STACK_BYTES))
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Serve(config) => serve(*config).await,
         Command::Deploy(args) => client::deploy(args).await,
         Command::Reducers(connection) => client::reducers(connection).await,
