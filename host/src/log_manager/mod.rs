@@ -196,9 +196,14 @@ pub struct CacheCounters {
     pub failures_repeated: AtomicU64,
 }
 
-/// Creates, appends to, loads and reduces logs; deploys reducers.
+/// Creates, appends to, loads and reduces logs; deploys reducers. Cheap to
+/// clone (every request's handler gets a clone): clones share one set of
+/// parts.
 #[derive(Clone)]
-pub struct LogManager {
+pub struct LogManager(Arc<Parts>);
+
+/// What a log manager is made of, shared by its clones.
+pub struct Parts {
     store: Arc<dyn EventStore>,
     cache: Arc<dyn ReductionCache>,
     registry: Arc<Registry>,
@@ -221,6 +226,14 @@ pub struct LogManager {
     builds: projections::Builds,
 }
 
+impl std::ops::Deref for LogManager {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
 /// Stripes of the per-log append turns.
 const TURN_STRIPES: usize = 4096;
 
@@ -238,7 +251,7 @@ impl LogManager {
         let admission = Admission::new(options.reducer_concurrency, options.reducer_queue_timeout);
         let recent = RecentAggregates::new(!cache.is_in_process());
         let feed = Feed::new(store.clone(), options.feed.clone());
-        Self {
+        Self(Arc::new(Parts {
             feed,
             builds: projections::Builds::default(),
             store,
@@ -253,7 +266,7 @@ impl LogManager {
             flights: Arc::default(),
             failed: Arc::default(),
             bindings: moka::sync::Cache::new(BINDINGS),
-        }
+        }))
     }
 
     /// The registry reducers are resolved through (for the daemon, which
