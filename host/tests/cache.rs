@@ -2,6 +2,7 @@
 //! prefix per test) and the in-process cache, and Redis faults that turn
 //! into errors the caller can treat as misses.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -196,4 +197,71 @@ async fn redis_stopped_and_restarted_recovers_without_a_new_cache() {
     }
     cache.put(&key, &reduction(4), None).await.unwrap();
     assert_eq!(cache.get(&key).await, Ok(Some(reduction(4))));
+}
+
+/// Puts made at once go to Redis together and every one lands; of the
+/// puts to one key, the one made last stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_concurrent_puts_all_land_and_the_last_to_a_key_stays() {
+    let Some((cache, _)) = redis().await else {
+        return;
+    };
+    let cache = Arc::new(cache);
+    let keys: Vec<CacheKey> = (0..200).map(|_| key("payment")).collect();
+    let puts = keys.iter().enumerate().map(|(i, key)| {
+        let (cache, key) = (cache.clone(), key.clone());
+        tokio::spawn(async move { cache.put(&key, &reduction(i as u64), None).await })
+    });
+    for put in futures_util::future::join_all(puts).await {
+        put.unwrap().unwrap();
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(cache.get(key).await, Ok(Some(reduction(i as u64))));
+    }
+    // One key written 100 times in order, without waiting for each: the
+    // queue keeps their order, so the last is what Redis holds.
+    let one = key("counter");
+    let puts: Vec<_> = (0..100u64)
+        .map(|i| {
+            let (cache, one) = (cache.clone(), one.clone());
+            let put = async move { cache.put(&one, &reduction(i), None).await };
+            // Queued in this order: each put enqueues on its first poll.
+            let mut put = Box::pin(put);
+            let waker = std::task::Waker::noop();
+            let polled = put
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker));
+            assert!(polled.is_pending());
+            put
+        })
+        .collect();
+    for put in futures_util::future::join_all(puts).await {
+        put.unwrap();
+    }
+    assert_eq!(cache.get(&one).await, Ok(Some(reduction(99))));
+}
+
+/// A cache used from one async runtime and then, that runtime gone, from
+/// another (as tests and tools do) still writes. (The connection itself
+/// breaks with the runtime it ran on; the cache reconnects, and the first
+/// call after may fail, as any call during an outage.)
+#[test]
+fn redis_puts_outlive_the_runtime_that_started_them() {
+    let new_runtime = || tokio::runtime::Runtime::new().unwrap();
+    let Some((cache, _)) = new_runtime().block_on(redis()) else {
+        return;
+    };
+    let key = key("payment");
+    for through in 1..=3 {
+        let runtime = new_runtime();
+        runtime.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while let Err(error) = cache.put(&key, &reduction(through), None).await {
+                assert!(Instant::now() < deadline, "puts keep failing: {error}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(cache.get(&key).await, Ok(Some(reduction(through))));
+        });
+        drop(runtime);
+    }
 }

@@ -8,6 +8,7 @@
 //! [`memory::MemoryCache`] the embedded default.
 
 pub mod memory;
+mod put_batches;
 pub mod redis;
 
 mod entry;

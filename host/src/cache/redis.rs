@@ -1,11 +1,13 @@
 //! The production reduction cache on Redis (or Redis Cluster).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::put_batches::PutBatches;
 use super::{CacheError, CacheKey, CacheSecret, CachedReduction, ReductionCache, entry};
 
 /// How long one cache operation may take before it counts as a miss.
@@ -13,10 +15,12 @@ const TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A [`ReductionCache`] on Redis. Connects lazily and reconnects on its
 /// own; while Redis is away every call fails fast with
-/// [`CacheError::Unavailable`].
+/// [`CacheError::Unavailable`]. Concurrent puts go to Redis together, as
+/// one pipeline (`put_batches`).
 #[derive(Clone)]
 pub struct RedisCache {
     connection: ConnectionManager,
+    puts: Arc<PutBatches>,
     prefix: String,
     secret: CacheSecret,
 }
@@ -64,6 +68,7 @@ impl RedisCache {
         let connection =
             ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         Ok(Self {
+            puts: Arc::new(PutBatches::new(connection.clone(), TIMEOUT)),
             connection,
             prefix: prefix.to_owned(),
             secret,
@@ -88,15 +93,9 @@ impl ReductionCache for RedisCache {
         reduction: &CachedReduction,
         ttl: Option<Duration>,
     ) -> Result<(), CacheError> {
-        let mut connection = self.connection.clone();
         let key = key.to_text(&self.prefix);
         let value = entry::encode(&self.secret, &key, reduction);
-        match ttl {
-            Some(ttl) => {
-                bounded(connection.pset_ex(key, value, ttl.as_millis().max(1) as u64)).await
-            }
-            None => bounded(connection.set(key, value)).await,
-        }
+        self.puts.put(key, value, ttl).await
     }
 }
 

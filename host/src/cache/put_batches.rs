@@ -1,0 +1,124 @@
+//! Writes to Redis sent together: the puts queued while one pipeline is in
+//! flight go out as the next pipeline, in one write and one read.
+//!
+//! Every validated append writes its aggregate through before it answers,
+//! so under load many puts are due at the same moment (a group-committed
+//! batch answers its appends together). Sent one by one, each costs the
+//! daemon a system call out and a wake-up for its reply, and Redis a read:
+//! a profile of 16 clients appending put a fifth of the daemon's request
+//! threads' time there. Like group commit, this never waits for company: a
+//! put queued while none is in flight is sent at once. Puts keep their
+//! order (one pipeline at a time, in queue order), so the later of two
+//! writes to one key is the one that stays.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+
+use super::CacheError;
+
+/// Most puts in one pipeline.
+const MAX_PIPELINE: usize = 256;
+
+/// One queued put: key, value, time to live, and who waits for the outcome.
+struct Put {
+    key: String,
+    value: Vec<u8>,
+    ttl: Option<Duration>,
+    done: oneshot::Sender<Result<(), CacheError>>,
+}
+
+/// The queue of puts to one Redis, and the task that sends them.
+pub(super) struct PutBatches {
+    connection: ConnectionManager,
+    timeout: Duration,
+    /// The running sender task's queue; started on the first put, and again
+    /// if the runtime it ran on is gone.
+    queue: Mutex<Option<mpsc::UnboundedSender<Put>>>,
+}
+
+impl PutBatches {
+    /// Puts over `connection`, each pipeline bounded by `timeout`.
+    pub(super) fn new(connection: ConnectionManager, timeout: Duration) -> Self {
+        Self {
+            connection,
+            timeout,
+            queue: Mutex::new(None),
+        }
+    }
+
+    /// Sets `key` to `value` (expiring after `ttl`), together with the puts
+    /// queued meanwhile; done when Redis has answered.
+    pub(super) async fn put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
+        let (done, outcome) = oneshot::channel();
+        self.enqueue(Put {
+            key,
+            value,
+            ttl,
+            done,
+        });
+        outcome.await.unwrap_or_else(|_| {
+            Err(CacheError::Unavailable(
+                "the cache's writer stopped before answering".into(),
+            ))
+        })
+    }
+
+    fn enqueue(&self, put: Put) {
+        let mut queue = self.queue.lock().expect("put queue poisoned");
+        let put = match queue.as_ref() {
+            Some(sender) => match sender.send(put) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(put)) => put,
+            },
+            None => put,
+        };
+        let (sender, receiver) = mpsc::unbounded_channel();
+        if sender.send(put).is_err() {
+            unreachable!("a new queue's receiver is alive");
+        }
+        tokio::spawn(send_batches(
+            self.connection.clone(),
+            self.timeout,
+            receiver,
+        ));
+        *queue = Some(sender);
+    }
+}
+
+/// Sends what is queued, one pipeline at a time, until the queue closes.
+async fn send_batches(
+    mut connection: ConnectionManager,
+    timeout: Duration,
+    mut queue: mpsc::UnboundedReceiver<Put>,
+) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
+        let mut pipeline = redis::pipe();
+        for put in &batch {
+            match put.ttl {
+                Some(ttl) => pipeline.pset_ex(&put.key, &put.value, ttl.as_millis().max(1) as u64),
+                None => pipeline.set(&put.key, &put.value),
+            }
+            .ignore();
+        }
+        let sent = tokio::time::timeout(timeout, pipeline.query_async::<()>(&mut connection));
+        let outcome = match sent.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(CacheError::Unavailable(error.to_string())),
+            Err(_) => Err(CacheError::Unavailable(format!(
+                "no answer within {timeout:?}"
+            ))),
+        };
+        for put in batch.drain(..) {
+            let _ = put.done.send(outcome.clone());
+        }
+    }
+}
