@@ -1,7 +1,9 @@
-//! `eventlogs`: the daemon (`serve`) and a small client for operators
-//! (`deploy`, `reducers`).
+//! `eventlogs`: the daemon (`serve`), a small client for operators
+//! (`deploy`, `reducers`), and offline commands for reducer authors
+//! (`check`, `fold`).
 
 mod client;
+mod offline;
 
 use std::io::IsTerminal;
 
@@ -27,6 +29,11 @@ enum Command {
     Deploy(client::DeployArgs),
     /// List deployed reducers and their versions.
     Reducers(client::Connection),
+    /// Validate a reducer component as a deploy would, without a daemon.
+    Check(offline::CheckArgs),
+    /// Fold a file of events through a reducer component in the daemon's
+    /// sandbox, without a daemon or a database; prints the aggregate.
+    Fold(offline::FoldArgs),
 }
 
 /// Native stack of the async runtime's threads: room for reducer calls made
@@ -35,22 +42,26 @@ enum Command {
 const THREAD_STACK_BYTES: usize = 4 << 20;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    match Cli::parse().command {
+        Command::Serve(config) => on_async_runtime(serve(*config)),
+        Command::Deploy(args) => on_async_runtime(client::deploy(args)),
+        Command::Reducers(connection) => on_async_runtime(client::reducers(connection)),
+        // Offline commands run reducers on this thread (8 MiB of stack).
+        Command::Check(args) => offline::check(args),
+        Command::Fold(args) => offline::fold(args),
+    }
+}
+
+/// Runs `command` on a multi-threaded async runtime whose threads may run
+/// reducer calls inline.
+fn on_async_runtime(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(THREAD_STACK_BYTES)
         .on_thread_start(|| eventlogs_host::runtime::allow_inline_calls(THREAD_STACK_BYTES))
         .build()
         .context("cannot start the async runtime")?
-        .block_on(run(cli))
-}
-
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve(config) => serve(*config).await,
-        Command::Deploy(args) => client::deploy(args).await,
-        Command::Reducers(connection) => client::reducers(connection).await,
-    }
+        .block_on(command)
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {

@@ -1,0 +1,203 @@
+//! The reducer author's offline commands, run as a user runs them:
+//! `eventlogs check` and `eventlogs fold`, against the built plugins and
+//! hostile fixtures, with no daemon or database (except to compare a fold
+//! with the daemon's reduce).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use eventlogs_e2e::{TestDaemon, binary, json};
+use eventlogs_test_env::plugin_path;
+use serde_json::{Value, json};
+
+/// Runs `eventlogs ARGS`; its exit status, stdout and stderr.
+fn eventlogs(args: &[&str]) -> (bool, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(binary()).args(args).output().unwrap();
+    (
+        status.success(),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+fn component(name: &str) -> String {
+    plugin_path(name).display().to_string()
+}
+
+/// A file of `text` in a folder of its own.
+fn file(name: &str, text: &str) -> PathBuf {
+    let folder = std::env::temp_dir().join(format!("eventlogs-authoring-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn text(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The seed's payment scenario.
+fn payment_events() -> Vec<Value> {
+    vec![
+        json!({"Requested": {"request": {"amount_requested": 10000}}}),
+        json!({"Authorized": {"amount": 10000, "approval_code": "xyz123"}}),
+        json!({"Captured": {"amount": 4000, "statement_descriptor": "first"}}),
+        json!({"Captured": {"amount": 3000, "statement_descriptor": "second"}}),
+        json!({"Refunded": {"amount": 2500, "reference_number": "r-1"}}),
+    ]
+}
+
+fn json_lines(events: &[Value]) -> String {
+    events.iter().map(|e| format!("{e}\n")).collect()
+}
+
+#[test]
+fn check_accepts_a_reducer_and_says_whether_it_validates() {
+    let (ok, out, err) = eventlogs(&["check", &component("payment")]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("accepted: version "), "{out}");
+    assert!(out.contains("validates appended events"), "{out}");
+    let (ok, out, err) = eventlogs(&["check", &component("counter")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("does not validate"), "{out}");
+}
+
+#[test]
+fn check_names_why_a_component_would_be_refused() {
+    for (fixture, reason) in [
+        (
+            "fixture_disallowed_import",
+            "imports what reducers may not use",
+        ),
+        (
+            "fixture-cli-command",
+            "does not export the eventlogs:reducer",
+        ),
+    ] {
+        let (ok, out, err) = eventlogs(&["check", &component(fixture)]);
+        assert!(!ok, "{fixture} was accepted: {out}");
+        assert!(err.contains(reason), "{fixture}: {err}");
+    }
+    let not_wasm = file("not.wasm", "hello");
+    let (ok, _, err) = eventlogs(&["check", text(&not_wasm)]);
+    assert!(!ok);
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+}
+
+/// A fold of the seed's payment events prints the aggregate the daemon
+/// reduces from the same events, from a JSON array and from JSON lines.
+#[tokio::test]
+async fn fold_prints_what_the_daemon_reduces() {
+    let events = payment_events();
+    let daemon = TestDaemon::embedded().await;
+    let log = daemon.create_log("payment", events.clone()).await;
+    let (status, reduced) = json(daemon.get(&format!("/v1/logs/{log}/aggregate")).await).await;
+    assert_eq!(status, 200, "{reduced}");
+    daemon.stop().await;
+    for input in [
+        file("events.json", &Value::Array(events.clone()).to_string()),
+        file("events.jsonl", &json_lines(&events)),
+    ] {
+        let (ok, out, err) = eventlogs(&["fold", &component("payment"), text(&input)]);
+        assert!(ok, "{err}");
+        let mut folded: Value = serde_json::from_str(out.trim()).unwrap();
+        // The one field that depends on when the events were recorded.
+        let mut expected = reduced["aggregate"].clone();
+        for aggregate in [&mut folded, &mut expected] {
+            aggregate.as_object_mut().unwrap().remove("updated_at");
+        }
+        assert_eq!(folded, expected, "{}", input.display());
+        assert_eq!(folded["amount_outstanding"], 500, "{folded}");
+        assert!(err.contains("folded 5 events"), "{err}");
+    }
+}
+
+/// Folding the second half from the aggregate after the first half (as a
+/// reduce answered it) ends where folding everything does, whatever the
+/// batch size.
+#[test]
+fn fold_resumes_from_a_stored_aggregate() {
+    let events = payment_events();
+    let whole = file("all.jsonl", &json_lines(&events));
+    let at = "1700000000000000";
+    let (ok, all, err) = eventlogs(&[
+        "fold",
+        &component("payment"),
+        text(&whole),
+        "--batch",
+        "2",
+        "--recorded-at",
+        at,
+    ]);
+    assert!(ok, "{err}");
+    let first = file("first.jsonl", &json_lines(&events[..3]));
+    let (ok, state, err) = eventlogs(&[
+        "fold",
+        &component("payment"),
+        text(&first),
+        "--recorded-at",
+        at,
+    ]);
+    assert!(ok, "{err}");
+    let state = file("state.json", &state);
+    let rest = file("rest.jsonl", &json_lines(&events[3..]));
+    let (ok, resumed, err) = eventlogs(&[
+        "fold",
+        &component("payment"),
+        text(&rest),
+        "--state",
+        text(&state),
+        "--first-index",
+        "3",
+        "--batch",
+        "1",
+        "--recorded-at",
+        at,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(resumed, all);
+}
+
+/// A refused event fails the fold and is named by its index; nothing is
+/// printed as an aggregate.
+#[test]
+fn fold_names_the_event_the_reducer_refused() {
+    let mut events = payment_events();
+    events.insert(2, json!({"Bogus": {}}));
+    let input = file("bogus.jsonl", &json_lines(&events));
+    let (ok, out, err) = eventlogs(&["fold", &component("payment"), text(&input)]);
+    assert!(!ok);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("event 2 does not decode"), "{err}");
+    let input = file("not-json.jsonl", "{\"Requested\": \n");
+    let (ok, _, err) = eventlogs(&["fold", &component("payment"), text(&input)]);
+    assert!(!ok);
+    assert!(err.contains("line 1"), "{err}");
+}
+
+/// An endless loop ends at the deadline, reported as such.
+#[test]
+fn fold_stops_an_endless_loop_at_its_deadline() {
+    let input = file("one.jsonl", "{}\n");
+    let started = Instant::now();
+    let (ok, _, err) = eventlogs(&[
+        "fold",
+        &component("fixture_infinite_loop"),
+        text(&input),
+        "--reducer-timeout-ms",
+        "300",
+    ]);
+    let took = started.elapsed();
+    assert!(!ok);
+    assert!(err.contains("deadline"), "{err}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+}
