@@ -1,7 +1,8 @@
-//! The reducer author's offline commands, run as a user runs them:
-//! `eventlogs check` and `eventlogs fold`, against the built plugins and
-//! hostile fixtures, with no daemon or database (except to compare a fold
-//! with the daemon's reduce).
+//! The reducer author's commands, run as a user runs them: `eventlogs new`
+//! (and the crate it makes, tested and built with cargo), `eventlogs check`
+//! and `eventlogs fold`, against the built plugins and hostile fixtures,
+//! with no daemon or database (except to compare a fold with the daemon's
+//! reduce).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -200,4 +201,92 @@ fn fold_stops_an_endless_loop_at_its_deadline() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(10),
         "{took:?}"
     );
+}
+
+/// Runs cargo in `dir` with `target` as its target folder; its stdout and
+/// stderr, or a panic with them.
+fn cargo(dir: &Path, target: &Path, args: &[&str]) -> String {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "cargo {args:?} failed:\n{text}");
+    text
+}
+
+/// `eventlogs new` makes a crate outside this workspace whose own tests
+/// pass natively, which builds to a component the sandbox accepts, and
+/// which folds as its source says.
+#[test]
+fn a_new_reducer_crate_tests_builds_checks_and_folds() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let folder = std::env::temp_dir().join(format!("eventlogs-new-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let sdk = workspace.join("guest-sdk");
+    let (ok, out, err) = eventlogs(&[
+        "new",
+        "demo-reducer",
+        "--sdk-path",
+        text(&sdk),
+        "--into",
+        text(&folder),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("created"), "{out}");
+    let made = folder.join("demo-reducer");
+    for file in ["Cargo.toml", "src/lib.rs", "README.md", ".gitignore"] {
+        assert!(made.join(file).is_file(), "{file} is missing");
+    }
+    let (ok, _, err) = eventlogs(&["new", "demo-reducer", "--into", text(&folder)]);
+    assert!(!ok && err.contains("exists already"), "{err}");
+    let (ok, _, err) = eventlogs(&["new", "1bad name", "--into", text(&folder)]);
+    assert!(!ok && err.contains("not a crate name"), "{err}");
+
+    // The workspace's lock: the dependency versions this checkout builds
+    // with, from the local registry cache. The target folder stays warm
+    // between runs.
+    std::fs::copy(workspace.join("Cargo.lock"), made.join("Cargo.lock")).unwrap();
+    let target = workspace.join("target/scaffolded");
+    let tested = cargo(&made, &target, &["test", "--offline"]);
+    assert!(tested.contains("2 passed"), "{tested}");
+    cargo(
+        &made,
+        &target,
+        &[
+            "build",
+            "--offline",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+        ],
+    );
+    let wasm = target.join("wasm32-wasip2/release/demo_reducer.wasm");
+    let (ok, out, err) = eventlogs(&["check", text(&wasm)]);
+    assert!(ok, "{err}");
+    assert!(out.contains("validates appended events"), "{out}");
+
+    let events = file(
+        "account.jsonl",
+        "{\"Deposited\": {\"amount\": 100}}\n{\"Withdrawn\": {\"amount\": 30}}\n",
+    );
+    let (ok, out, err) = eventlogs(&["fold", text(&wasm), text(&events)]);
+    assert!(ok, "{err}");
+    let folded: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(folded, json!({"balance": 70, "events": 2}));
+    let overdraft = file("overdraft.jsonl", "{\"Withdrawn\": {\"amount\": 1}}\n");
+    let (ok, _, err) = eventlogs(&["fold", text(&wasm), text(&overdraft)]);
+    assert!(!ok);
+    assert!(
+        err.contains("event 0 rejected: withdrawal of 1 exceeds the balance of 0"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&folder).unwrap();
 }

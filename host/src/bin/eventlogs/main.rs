@@ -1,9 +1,10 @@
 //! `eventlogs`: the daemon (`serve`), a small client for operators
 //! (`deploy`, `reducers`), and offline commands for reducer authors
-//! (`check`, `fold`).
+//! (`new`, `check`, `fold`).
 
 mod client;
 mod offline;
+mod scaffold;
 
 use std::io::IsTerminal;
 
@@ -29,6 +30,8 @@ enum Command {
     Deploy(client::DeployArgs),
     /// List deployed reducers and their versions.
     Reducers(client::Connection),
+    /// Create a reducer crate to start from, in a new folder.
+    New(scaffold::NewArgs),
     /// Validate a reducer component as a deploy would, without a daemon.
     Check(offline::CheckArgs),
     /// Fold a file of events through a reducer component in the daemon's
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(config) => on_async_runtime(serve(*config)),
         Command::Deploy(args) => on_async_runtime(client::deploy(args)),
         Command::Reducers(connection) => on_async_runtime(client::reducers(connection)),
+        Command::New(args) => scaffold::new(args),
         // Offline commands run reducers on this thread (8 MiB of stack).
         Command::Check(args) => offline::check(args),
         Command::Fold(args) => offline::fold(args),
