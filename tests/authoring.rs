@@ -222,15 +222,60 @@ fn cargo(dir: &Path, target: &Path, args: &[&str]) -> String {
     text
 }
 
-/// `eventlogs new` makes a crate outside this workspace whose own tests
-/// pass natively, which builds to a component the sandbox accepts, and
-/// which folds as its source says.
+/// The WIT the SDK carries in its package is the workspace's contract.
+#[test]
+fn the_sdk_carries_the_contract() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let contract = std::fs::read_to_string(workspace.join("wit/reducer.wit")).unwrap();
+    let carried = std::fs::read_to_string(workspace.join("guest-sdk/wit/reducer.wit")).unwrap();
+    assert_eq!(
+        carried, contract,
+        "guest-sdk/wit/reducer.wit differs from wit/reducer.wit: copy it over"
+    );
+}
+
+/// The SDK as `cargo package` makes it, unpacked in a folder outside this
+/// repository.
+fn packaged_sdk(workspace: &Path, target: &Path, into: &Path) -> PathBuf {
+    cargo(
+        workspace,
+        target,
+        &[
+            "package",
+            "-p",
+            "eventlogs-guest",
+            "--offline",
+            "--no-verify",
+            "--allow-dirty",
+        ],
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let package = target.join(format!("package/eventlogs-guest-{version}.crate"));
+    let unpacked = Command::new("tar")
+        .arg("-xzf")
+        .arg(&package)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .unwrap();
+    assert!(
+        unpacked.success(),
+        "tar could not unpack {}",
+        package.display()
+    );
+    into.join(format!("eventlogs-guest-{version}"))
+}
+
+/// `eventlogs new` makes a crate outside this workspace, against the
+/// packaged SDK, whose own tests pass natively, which builds to a
+/// component the sandbox accepts, and which folds as its source says.
 #[test]
 fn a_new_reducer_crate_tests_builds_checks_and_folds() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let folder = std::env::temp_dir().join(format!("eventlogs-new-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&folder).unwrap();
-    let sdk = workspace.join("guest-sdk");
+    let target = workspace.join("target/scaffolded");
+    let sdk = packaged_sdk(&workspace, &target, &folder);
     let (ok, out, err) = eventlogs(&[
         "new",
         "demo-reducer",
@@ -254,7 +299,6 @@ fn a_new_reducer_crate_tests_builds_checks_and_folds() {
     // with, from the local registry cache. The target folder stays warm
     // between runs.
     std::fs::copy(workspace.join("Cargo.lock"), made.join("Cargo.lock")).unwrap();
-    let target = workspace.join("target/scaffolded");
     let tested = cargo(&made, &target, &["test", "--offline"]);
     assert!(tested.contains("2 passed"), "{tested}");
     cargo(

@@ -10,7 +10,7 @@ use crate::{Aggregate, CachingPolicy, FoldError, RawEvent};
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "reducer-component",
         default_bindings_module: "eventlogs_guest::export::bindings",
         pub_export_macro: true,

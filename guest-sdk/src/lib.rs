@@ -26,7 +26,7 @@
 //! ```
 //!
 //! Built for `wasm32-wasip2`, the macro exports the `eventlogs:reducer`
-//! world (see `wit/` in the repository). Built natively it only checks the
+//! world (its WIT travels in the crate, `wit/`). Built natively it only checks the
 //! type, so the same `impl Aggregate` is unit-tested with plain `cargo test`,
 //! using [`fold`] or [`fold_raw`] — the very code the component runs.
 //!
