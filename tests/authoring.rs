@@ -334,3 +334,45 @@ fn a_new_reducer_crate_tests_builds_checks_and_folds() {
     );
     std::fs::remove_dir_all(&folder).unwrap();
 }
+
+/// `eventlogs deploy --dry-run` asks a running daemon what the deploy would
+/// do: refused, naming the log it breaks; forced, what would be activated;
+/// either way nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_dry_run_says_what_the_deploy_would_do() {
+    let daemon = TestDaemon::embedded().await;
+    daemon
+        .create_log(
+            "payment",
+            vec![
+                json!({"Authorized": {"amount": 1}}),
+                json!({"Authorized": {"amount": 2}}),
+            ],
+        )
+        .await;
+    let (_, before) = json(daemon.get("/v1/reducers/payment").await).await;
+    let run = |extra: &'static [&'static str]| {
+        let url = daemon.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let strict = component("fixture_single_event");
+            let mut args = vec!["deploy", "payment", &strict, "--dry-run", "--url", &url];
+            args.extend(extra);
+            eventlogs(&args)
+        })
+    };
+    let (ok, _, err) = run(&[]).await.unwrap();
+    assert!(!ok, "a breaking dry run succeeded");
+    assert!(
+        err.contains("422") && err.contains("fails on 1 of 1"),
+        "{err}"
+    );
+    let (ok, out, err) = run(&["--force"]).await.unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("would be activated") && out.contains("failing on 1"),
+        "{out}"
+    );
+    let (_, after) = json(daemon.get("/v1/reducers/payment").await).await;
+    assert_eq!(after, before, "a dry run stored or activated something");
+    daemon.stop().await;
+}

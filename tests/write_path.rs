@@ -324,6 +324,40 @@ async fn a_breaking_deploy_is_refused_unless_forced(daemon: TestDaemon) {
     .await;
     create_payment(&daemon, json!([{"Authorized": {"amount": 1}}])).await;
     let strict = plugin("fixture_single_event");
+    let (_, before) = json(daemon.get("/v1/reducers/payment").await).await;
+    // A dry run answers as the deploy would, and changes nothing.
+    let dry_run = |query: &'static str| {
+        daemon
+            .request(Method::PUT, &format!("/v1/reducers/payment?{query}"))
+            .header("content-type", "application/wasm")
+            .body(strict.clone())
+            .send()
+    };
+    let problem = assert_problem(
+        dry_run("dry_run=true").await.unwrap(),
+        422,
+        "deploy-breaks-logs",
+    )
+    .await;
+    assert_eq!(
+        problem["failing_logs"][0]["log_id"],
+        json!(long),
+        "{problem}"
+    );
+    let (status, trial) = json(dry_run("dry_run=true&force=true").await.unwrap()).await;
+    assert_eq!(status, 200, "{trial}");
+    assert_eq!(
+        (
+            &trial["dry_run"],
+            &trial["created"],
+            &trial["replayed_logs"]
+        ),
+        (&json!(true), &json!(false), &json!(2))
+    );
+    assert_eq!(trial["failed_logs"], json!([long]));
+    let (_, after) = json(daemon.get("/v1/reducers/payment").await).await;
+    assert_eq!(after, before, "a dry run stored or activated something");
+
     let problem = assert_problem(
         daemon.deploy("payment", strict.clone()).await,
         422,

@@ -43,18 +43,22 @@ pub struct ReducerView {
     versions: Vec<VersionView>,
 }
 
-/// The outcome of a deploy.
+/// The outcome of a deploy, or of a dry run.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeployedView {
     /// The name.
     name: String,
-    /// The version now active (the sha256 of the bytes).
+    /// The version now active (the sha256 of the bytes); after a dry run,
+    /// the version the deploy would activate.
     version: String,
     /// Its size in bytes.
     size: u64,
     /// False when these bytes had been deployed before (nothing new was
-    /// stored; the version was activated again).
+    /// stored; the version was activated again), and after a dry run.
     created: bool,
+    /// True when this was a dry run (`?dry_run=true`): nothing was stored
+    /// or activated.
+    dry_run: bool,
     /// How many existing logs bound to the name the new version replayed
     /// before it was activated.
     replayed_logs: usize,
@@ -67,6 +71,10 @@ pub struct DeployedView {
 pub struct DeployQuery {
     /// Activate even if the new version fails on existing logs.
     force: Option<bool>,
+    /// Validate the component and replay the name's logs with it as a
+    /// deploy would, answering as the deploy would (200 instead of 201),
+    /// but store and activate nothing.
+    dry_run: Option<bool>,
 }
 
 /// Which version to activate.
@@ -95,7 +103,7 @@ pub struct ActivationView {
     params(("name" = String, Path, description = "reducer name: a-z, 0-9, '-', '_'"), DeployQuery),
     responses(
         (status = 201, description = "stored and activated", body = DeployedView),
-        (status = 200, description = "these bytes were already stored; activated", body = DeployedView),
+        (status = 200, description = "these bytes were already stored; activated. Or, with `dry_run=true`, the deploy would succeed: nothing was stored or activated", body = DeployedView),
         (status = 413, description = "larger than the component limit"),
         (status = 415, description = "not application/wasm"),
         (status = 422, description = "not a valid reducer, or (`deploy-breaks-logs`) it fails on existing logs, listed in `failing_logs`; the active version keeps serving"),
@@ -118,6 +126,19 @@ pub async fn deploy(
     let options = DeployOptions {
         force: query.force.unwrap_or(false),
     };
+    if query.dry_run.unwrap_or(false) {
+        let trial = state.manager.try_deploy(&name, &body, options).await?;
+        let body = DeployedView {
+            name,
+            version: trial.version.to_string(),
+            size: trial.size,
+            created: false,
+            dry_run: true,
+            replayed_logs: trial.replayed_logs,
+            failed_logs: trial.failed_logs.iter().map(ToString::to_string).collect(),
+        };
+        return Ok((StatusCode::OK, axum::Json(body)).into_response());
+    }
     let outcome = state.manager.deploy(&name, body.to_vec(), options).await;
     let outcome_label = if outcome.is_ok() { "ok" } else { "rejected" };
     metrics::counter!("eventlogs_deploys_total", "outcome" => outcome_label).increment(1);
@@ -133,6 +154,7 @@ pub async fn deploy(
         version: deployed.version.version.to_string(),
         size: deployed.version.size,
         created: deployed.created,
+        dry_run: false,
         replayed_logs: deployment.replayed_logs,
         failed_logs: deployment
             .failed_logs

@@ -21,6 +21,21 @@ pub struct DeployOptions {
     pub force: bool,
 }
 
+/// What a deploy would do, found without storing or activating anything
+/// (a dry run).
+#[derive(Debug, Clone)]
+pub struct Trial {
+    /// The version the bytes are (their sha256).
+    pub version: Version,
+    /// Their size in bytes.
+    pub size: u64,
+    /// How many existing logs bound to the name it replayed.
+    pub replayed_logs: usize,
+    /// Logs it failed on (only when forced; unforced, a failure is the
+    /// same [`DeployError`] a deploy would return).
+    pub failed_logs: Vec<LogId>,
+}
+
 /// What a deploy did.
 #[derive(Debug, Clone)]
 pub struct Deployment {
@@ -55,7 +70,43 @@ impl LogManager {
         bytes: Vec<u8>,
         options: DeployOptions,
     ) -> Result<Deployment, LogError> {
-        let candidate = self.registry.prepare(name, &bytes).await?;
+        let (candidate, replayed_logs, failed_logs) = self.guard(name, &bytes, options).await?;
+        let deployed = self.registry.install(name, &bytes, candidate).await?;
+        Ok(Deployment {
+            deployed,
+            replayed_logs,
+            failed_logs,
+        })
+    }
+
+    /// What [`LogManager::deploy`] would do with the same arguments (the
+    /// same validation, the same replay of the name's logs, the same
+    /// errors), without storing or activating anything.
+    pub async fn try_deploy(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        options: DeployOptions,
+    ) -> Result<Trial, LogError> {
+        let (candidate, replayed_logs, failed_logs) = self.guard(name, bytes, options).await?;
+        Ok(Trial {
+            version: candidate.version(),
+            size: bytes.len() as u64,
+            replayed_logs,
+            failed_logs,
+        })
+    }
+
+    /// Validates `bytes` as a version of `name` and replays a sample of the
+    /// name's logs with it: the candidate, how many logs it replayed and,
+    /// when forced, those it failed on.
+    async fn guard(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        options: DeployOptions,
+    ) -> Result<(Reducer, usize, Vec<LogId>), LogError> {
+        let candidate = self.registry.prepare(name, bytes).await?;
         let unchanged = self
             .registry
             .active(name)
@@ -73,12 +124,8 @@ impl LogManager {
             }
             .into());
         }
-        let deployed = self.registry.install(name, &bytes, candidate).await?;
-        Ok(Deployment {
-            deployed,
-            replayed_logs,
-            failed_logs: failures.into_iter().map(|(id, _)| id).collect(),
-        })
+        let failed_logs = failures.into_iter().map(|(id, _)| id).collect();
+        Ok((candidate, replayed_logs, failed_logs))
     }
 
     /// Folds the most recently appended logs of `name` from the start with

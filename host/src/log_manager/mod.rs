@@ -42,7 +42,7 @@ use crate::store::{EventStore, LogInfo, StoreError, StoredEvent};
 
 use admission::Admission;
 pub use append::Append;
-pub use deploy::{DeployError, DeployOptions, Deployment};
+pub use deploy::{DeployError, DeployOptions, Deployment, Trial};
 use failures::FailedReduces;
 use flights::Flights;
 pub use projections::{ProjectionError, ProjectionRead};

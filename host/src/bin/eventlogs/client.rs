@@ -29,6 +29,13 @@ pub struct DeployArgs {
     name: String,
     /// The compiled component.
     file: PathBuf,
+    /// Validate it and replay the name's logs with it, as the deploy
+    /// would, but store and activate nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Activate it even if it fails on existing logs.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -63,12 +70,24 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let response = args
         .connection
         .request(reqwest::Method::PUT, &format!("/v1/reducers/{}", args.name))?
+        .query(&[("dry_run", args.dry_run), ("force", args.force)])
         .header("content-type", "application/wasm")
         .body(bytes)
         .send()
         .await
         .context("cannot reach the daemon")?;
     let body = answer(response).await?;
+    let failed = body["failed_logs"].as_array().map_or(0, Vec::len);
+    if args.dry_run {
+        println!(
+            "{} {} would be activated ({} bytes; replayed {} logs, failing on {failed}); nothing was stored",
+            args.name,
+            body["version"].as_str().unwrap_or("?"),
+            body["size"],
+            body["replayed_logs"],
+        );
+        return Ok(());
+    }
     println!(
         "{} {} is active ({} bytes{})",
         args.name,
