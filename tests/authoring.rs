@@ -116,6 +116,7 @@ async fn fold_prints_what_the_daemon_reduces() {
         assert_eq!(folded, expected, "{}", input.display());
         assert_eq!(folded["amount_outstanding"], 500, "{folded}");
         assert!(err.contains("folded 5 events"), "{err}");
+        assert!(err.contains("guest memory"), "{err}");
     }
 }
 
@@ -196,7 +197,10 @@ fn fold_stops_an_endless_loop_at_its_deadline() {
     ]);
     let took = started.elapsed();
     assert!(!ok);
-    assert!(err.contains("deadline"), "{err}");
+    assert!(
+        err.contains("timeout: call exceeded its 300ms deadline"),
+        "{err}"
+    );
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(10),
         "{took:?}"
@@ -325,6 +329,27 @@ fn a_new_reducer_crate_tests_builds_checks_and_folds() {
     assert!(ok, "{err}");
     let folded: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(folded, json!({"balance": 70, "events": 2}));
+    // Deployed to a daemon, it reduces the same events to the same.
+    let reduced = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let daemon = TestDaemon::embedded().await;
+        let deployed = daemon
+            .deploy("account", std::fs::read(&wasm).unwrap())
+            .await;
+        assert_eq!(deployed.status(), 201);
+        let log = daemon
+            .create_log(
+                "account",
+                vec![
+                    json!({"Deposited": {"amount": 100}}),
+                    json!({"Withdrawn": {"amount": 30}}),
+                ],
+            )
+            .await;
+        let (_, reduced) = json(daemon.get(&format!("/v1/logs/{log}/aggregate")).await).await;
+        daemon.stop().await;
+        reduced
+    });
+    assert_eq!(reduced["aggregate"], folded, "{reduced}");
     let overdraft = file("overdraft.jsonl", "{\"Withdrawn\": {\"amount\": 1}}\n");
     let (ok, _, err) = eventlogs(&["fold", text(&wasm), text(&overdraft)]);
     assert!(!ok);
@@ -375,4 +400,32 @@ async fn deploy_dry_run_says_what_the_deploy_would_do() {
     let (_, after) = json(daemon.get("/v1/reducers/payment").await).await;
     assert_eq!(after, before, "a dry run stored or activated something");
     daemon.stop().await;
+}
+
+/// The hostile fixtures a deploy accepts (they misbehave only when
+/// folding) are accepted by `check` too, and `fold` names how each fails.
+#[test]
+fn fold_names_how_a_hostile_reducer_fails() {
+    let two = file("two.jsonl", "{}\n{}\n");
+    for (fixture, reason) in [
+        (
+            "fixture_memory_hog",
+            "out-of-memory: memory limit of 67108864 bytes exceeded",
+        ),
+        ("fixture_deep_recursion", "stack-overflow: stack overflow"),
+        (
+            "fixture_panicking",
+            "panic: panicked: grenade went off at event 0",
+        ),
+        (
+            "fixture_oversized_aggregate",
+            "exceeds the 4194304-byte output limit (serialising the aggregate)",
+        ),
+    ] {
+        let (ok, out, err) = eventlogs(&["check", &component(fixture)]);
+        assert!(ok && out.starts_with("accepted"), "{fixture}: {out}{err}");
+        let (ok, out, err) = eventlogs(&["fold", &component(fixture), text(&two)]);
+        assert!(!ok && out.is_empty(), "{fixture}: {out}");
+        assert!(err.contains(reason), "{fixture}: {err}");
+    }
 }

@@ -210,6 +210,12 @@ impl Fold {
         self.version
     }
 
+    /// The linear memory the reducer's instance has grown to, in bytes:
+    /// the most it used so far (a WebAssembly memory never shrinks).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory_used()
+    }
+
     /// Folds the events of `batch` into the aggregate, in order.
     pub fn apply(&mut self, batch: &EventBatch) -> Result<(), ReducerError> {
         self.guarded(|bindings, aggregate, store| {

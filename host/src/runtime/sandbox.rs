@@ -182,6 +182,12 @@ impl Sandbox {
         self.misbehaved = Some(self.misbehaved.unwrap_or(false) || bad);
     }
 
+    /// Bytes of linear memory the instance has, all its memories together
+    /// (memories only grow, so this is its peak).
+    pub(crate) fn memory_used(&self) -> usize {
+        self.limiter.used
+    }
+
     /// Whether the instance asked for more memory than allowed.
     pub(crate) fn refused_memory(&self) -> bool {
         self.limiter.refused_memory

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use eventlogs_host::runtime::{EventBatch, Fold, Limits, Reducer, Runtime};
+use eventlogs_host::runtime::{EventBatch, Fold, Limits, Reducer, ReducerError, Runtime};
 
 /// The sandbox's bounds, as the daemon's `serve` flags of the same names
 /// set them (the defaults are the daemon's).
@@ -92,9 +92,13 @@ pub fn fold(args: FoldArgs) -> anyhow::Result<()> {
         Some(path) => {
             let state =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            reducer.resume(&state).context("the stored aggregate")?
+            reducer
+                .resume(&state)
+                .map_err(|failure| failed(&failure, "resuming the stored aggregate"))?
         }
-        None => reducer.start()?,
+        None => reducer
+            .start()
+            .map_err(|failure| failed(&failure, "creating the aggregate"))?,
     };
     let started = Instant::now();
     let progress = Progress::new(events.len());
@@ -105,16 +109,26 @@ pub fn fold(args: FoldArgs) -> anyhow::Result<()> {
         apply(&mut fold, first, recorded_at, chunk)?;
         progress.show(chunk_number * batch + chunk.len());
     }
-    let folded = fold.finish()?;
+    let memory = fold.memory_bytes();
+    let folded = fold
+        .finish()
+        .map_err(|failure| failed(&failure, "serialising the aggregate"))?;
     progress.done();
     println!("{}", folded.json);
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "folded {} events in {seconds:.3} s ({:.0} events/s)",
+        "folded {} events in {seconds:.3} s ({:.0} events/s); guest memory {:.1} MiB",
         events.len(),
-        events.len() as f64 / seconds.max(1e-9)
+        events.len() as f64 / seconds.max(1e-9),
+        memory as f64 / f64::from(1 << 20)
     );
     Ok(())
+}
+
+/// A reducer's failure as the author reads it: its kind (as the daemon's
+/// problems name it), what happened, and during what.
+fn failed(failure: &ReducerError, during: &str) -> anyhow::Error {
+    anyhow::anyhow!("{}: {} ({during})", failure.kind.name(), failure.kind)
 }
 
 fn load(runtime: &Runtime, path: &Path) -> anyhow::Result<Reducer> {
@@ -135,7 +149,7 @@ fn apply(fold: &mut Fold, first: u64, recorded_at: i64, events: &[String]) -> an
     }
     fold.apply(&batch).map_err(|failure| {
         let last = first + events.len() as u64 - 1;
-        anyhow::anyhow!("{failure} (folding events {first} to {last})")
+        failed(&failure, &format!("folding events {first} to {last}"))
     })
 }
 
