@@ -16,8 +16,10 @@
 //! (`checks`), under the full deadlines, in a fresh instance: its outcome
 //! is the one it would have had there, and only that run counts towards
 //! the version's conduct. A version whose inline check took more CPU time
-//! than [`BUDGET`], or did not end inline, runs its next
-//! [`SKIP_AFTER_SLOW`] checks the usual way.
+//! than [`BUDGET`], or trapped or panicked inline, runs its next
+//! [`SKIP_AFTER_SLOW`] checks the usual way (a short check that the tick
+//! happened to interrupt, since it may come right after the call starts,
+//! does not count).
 //!
 //! Instances that served a check inline are kept for the next one, a few
 //! per version ([`IDLE_PER_VERSION`]) and a few in the whole runtime
@@ -31,6 +33,7 @@ use std::time::Duration;
 
 use super::batch::EventBatch;
 use super::checks::{Checked, MAX_USES};
+use super::error::FailureKind;
 use super::reducer::{Instance, Reducer};
 use super::sandbox::thread_cpu_time;
 use super::threads;
@@ -183,14 +186,17 @@ impl Reducer {
             Some((instance, uses)) => (Some(instance), uses),
             None => (None, 0),
         };
-        let checked = catching(|| self.check_giving_way(instance, uses, state, batch));
-        if checked.is_none() || thread_cpu_time().saturating_sub(started) > BUDGET {
+        let checked = catching(|| Some(self.check_giving_way(instance, uses, state, batch)))
+            .unwrap_or(Err(Fallback::Failed));
+        let slow = thread_cpu_time().saturating_sub(started) > BUDGET;
+        // A short check the tick happened to interrupt (the tick may come
+        // right after the call starts) says nothing about the next one.
+        if slow || matches!(checked, Err(Fallback::Failed)) {
             inline.skip.store(SKIP_AFTER_SLOW, Ordering::Relaxed);
         }
-        if checked.is_some() {
-            inline.ran.fetch_add(1, Ordering::Relaxed);
-        }
-        checked
+        let checked = checked.ok()?;
+        inline.ran.fetch_add(1, Ordering::Relaxed);
+        Some(checked)
     }
 
     /// How many checks of this version ran inline, on the thread of the
@@ -200,28 +206,45 @@ impl Reducer {
     }
 
     /// The check in `instance` (or a fresh one) giving way at the first
-    /// tick; `None` if any call trapped or was interrupted.
+    /// tick; why not, if any call trapped or was interrupted.
     fn check_giving_way(
         &self,
         instance: Option<Instance>,
         uses: u32,
         state: &[u8],
         batch: &EventBatch,
-    ) -> Option<Checked> {
+    ) -> Result<Checked, Fallback> {
         let mut fold = match self.resume_in(instance, state, true) {
             Ok(fold) => fold,
-            Err(error) if error.kind.is_trap() => return None,
-            Err(error) => return Some(Checked::Unresumable(error)),
+            Err(error) if error.kind.is_trap() => return Err(Fallback::of(&error.kind)),
+            Err(error) => return Ok(Checked::Unresumable(error)),
         };
         let outcome = fold.apply(batch).and_then(|()| fold.finish_in_place());
         let checked = match outcome {
             Ok(folded) => Checked::Folded(folded),
-            Err(error) if error.kind.is_trap() => return None,
+            Err(error) if error.kind.is_trap() => return Err(Fallback::of(&error.kind)),
             Err(refused) => Checked::Refused(refused),
         };
         if let Some(instance) = fold.into_instance() {
             self.checks.inline.keep(instance, uses + 1);
         }
-        Some(checked)
+        Ok(checked)
+    }
+}
+
+/// Why a check did not end inline.
+enum Fallback {
+    /// The epoch tick interrupted it.
+    Interrupted,
+    /// It trapped, or panicked.
+    Failed,
+}
+
+impl Fallback {
+    fn of(kind: &FailureKind) -> Self {
+        match kind {
+            FailureKind::Timeout(_) => Self::Interrupted,
+            _ => Self::Failed,
+        }
     }
 }
