@@ -315,6 +315,7 @@ fn a_new_reducer_crate_tests_builds_checks_and_folds() {
     // with, from the local registry cache. The target folder stays warm
     // between runs.
     std::fs::copy(workspace.join("Cargo.lock"), made.join("Cargo.lock")).unwrap();
+    cargo(&made, &target, &["fmt", "--check"]);
     let tested = cargo(&made, &target, &["test", "--offline"]);
     assert!(tested.contains("2 passed"), "{tested}");
     cargo(
