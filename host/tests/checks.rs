@@ -293,6 +293,9 @@ fn checks_that_trap_inline_end_as_they_would_alone() {
             other => panic!("check {i}: {other:?}"),
         }
     }
+    // The first ran inline; the second trapped there, which sent the
+    // version's next checks to the call threads.
+    assert_eq!(stateful.checks_run_inline(), 1);
     let grenade = load(&rt, "fixture_panicking");
     let state = grenade.start().unwrap().finish().unwrap().json;
     let checked = tokio
@@ -339,4 +342,47 @@ fn a_looping_check_gives_its_thread_back_at_the_first_tick() {
         "{checked:?}"
     );
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+}
+
+/// Instances kept idle for inline checks are bounded: two per version,
+/// eight in the whole runtime.
+#[test]
+fn inline_checks_keep_few_idle_instances() {
+    let rt = runtime(|_| {});
+    let tokio = inline_runtime(4);
+    let names = [
+        "payment",
+        "counter",
+        "fixture_large",
+        "fixture_single_event",
+        "fixture_panicking",
+    ];
+    let reducers: Vec<Reducer> = names.iter().map(|name| load(&rt, name)).collect();
+    for _ in 0..5 {
+        let checks: Vec<_> = reducers
+            .iter()
+            .flat_map(|reducer| {
+                let state = reducer.start().unwrap().finish().unwrap().json;
+                (0..8).map(move |_| {
+                    let (reducer, state) = (reducer.clone(), state.clone().into_bytes());
+                    async move { reducer.check(state, batch(0, &[])).await }
+                })
+            })
+            .map(|check| tokio.spawn(check))
+            .collect();
+        for checked in tokio
+            .block_on(futures_util::future::try_join_all(checks))
+            .unwrap()
+        {
+            assert!(matches!(checked, Checked::Folded(_)), "{checked:?}");
+        }
+    }
+    let per_version: Vec<usize> = reducers
+        .iter()
+        .map(Reducer::idle_inline_instances)
+        .collect();
+    assert!(per_version.iter().all(|&idle| idle <= 2), "{per_version:?}");
+    let all = rt.idle_inline_instances();
+    assert_eq!(all, per_version.iter().sum::<usize>());
+    assert!((3..=8).contains(&all), "{all} idle in all: {per_version:?}");
 }

@@ -92,19 +92,20 @@ fn allowed(wasm_stack_bytes: usize) -> bool {
 }
 
 /// Runs `check`, catching (without printing) a panic: `None` then.
-fn catching<R>(check: impl FnOnce() -> Option<R>) -> Option<R> {
+fn catching<R>(check: impl FnOnce() -> R) -> Option<R> {
     IN_CHECK.set(true);
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(check));
     IN_CHECK.set(false);
-    outcome.unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::debug!(%message, "an inline check panicked; running it on a call thread");
-        None
-    })
+    outcome
+        .map_err(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::debug!(%message, "an inline check panicked; running it on a call thread");
+        })
+        .ok()
 }
 
 /// One version's instances and record for inline checks.
@@ -186,7 +187,7 @@ impl Reducer {
             Some((instance, uses)) => (Some(instance), uses),
             None => (None, 0),
         };
-        let checked = catching(|| Some(self.check_giving_way(instance, uses, state, batch)))
+        let checked = catching(|| self.check_giving_way(instance, uses, state, batch))
             .unwrap_or(Err(Fallback::Failed));
         let slow = thread_cpu_time().saturating_sub(started) > BUDGET;
         // A short check the tick happened to interrupt (the tick may come
@@ -197,6 +198,16 @@ impl Reducer {
         let checked = checked.ok()?;
         inline.ran.fetch_add(1, Ordering::Relaxed);
         Some(checked)
+    }
+
+    /// How many instances this version keeps idle for inline checks.
+    pub fn idle_inline_instances(&self) -> usize {
+        self.checks
+            .inline
+            .idle
+            .lock()
+            .expect("inline instances poisoned")
+            .len()
     }
 
     /// How many checks of this version ran inline, on the thread of the

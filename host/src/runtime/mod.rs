@@ -79,6 +79,14 @@ impl Runtime {
         self.shared.threads.run(call)
     }
 
+    /// How many instances every version together keeps idle for inline
+    /// checks.
+    pub fn idle_inline_instances(&self) -> usize {
+        self.shared
+            .inline_idle
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How many reducer calls ran long enough to be moved to the lowest
     /// CPU priority since the runtime started.
     pub fn demoted_calls(&self) -> usize {

@@ -11,24 +11,26 @@ use clap::Args;
 use eventlogs_host::runtime::{EventBatch, Fold, Limits, Reducer, ReducerError, Runtime};
 
 /// The sandbox's bounds, as the daemon's `serve` flags of the same names
-/// set them (the defaults are the daemon's).
+/// set them; unset, the runtime's defaults, which are the daemon's.
 #[derive(Args)]
 pub struct SandboxArgs {
-    /// Wall-clock time one call into the reducer may take.
-    #[arg(long, default_value_t = 1000)]
-    reducer_timeout_ms: u64,
-    /// Most linear memory the reducer may use, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
-    reducer_memory_bytes: usize,
+    /// Wall-clock time one call into the reducer may take (default 1000).
+    #[arg(long)]
+    reducer_timeout_ms: Option<u64>,
+    /// Most linear memory the reducer may use, in bytes (default 64 MiB).
+    #[arg(long)]
+    reducer_memory_bytes: Option<usize>,
 }
 
 impl SandboxArgs {
     fn runtime(&self) -> anyhow::Result<Runtime> {
-        let limits = Limits {
-            call_timeout: Duration::from_millis(self.reducer_timeout_ms),
-            memory_bytes: self.reducer_memory_bytes,
-            ..Limits::default()
-        };
+        let mut limits = Limits::default();
+        if let Some(ms) = self.reducer_timeout_ms {
+            limits.call_timeout = Duration::from_millis(ms);
+        }
+        if let Some(bytes) = self.reducer_memory_bytes {
+            limits.memory_bytes = bytes;
+        }
         Ok(Runtime::new(limits)?)
     }
 }
