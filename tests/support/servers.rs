@@ -1,6 +1,7 @@
-//! Throwaway servers for the fault suites: a `redis-server` and a
-//! PostgreSQL cluster (`initdb`/`pg_ctl` in a temporary folder) on free
-//! ports, so stopping them disturbs no other test.
+//! Throwaway servers for the fault suites: a `redis-server`, a three-node
+//! Redis Cluster, and a PostgreSQL cluster (`initdb`/`pg_ctl` in a
+//! temporary folder) on free ports, so stopping them disturbs no other
+//! test.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -71,6 +72,120 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A private Redis Cluster of three masters (no replicas) on free ports,
+/// each node in a folder of its own; stopped on drop.
+pub struct RedisCluster {
+    nodes: Vec<(u16, Option<Child>)>,
+    folder: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts three nodes and joins them with `redis-cli --cluster create`;
+    /// returns once every node reports `cluster_state:ok`. Nodes keep
+    /// serving their own slots while another is down
+    /// (`cluster-require-full-coverage no`), and notice a stopped node
+    /// within a second.
+    pub async fn start() -> Self {
+        let folder = std::env::temp_dir().join(format!(
+            "eventlogs-test-redis-cluster-{}",
+            uuid::Uuid::now_v7()
+        ));
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let dir = folder.join(port.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--cluster-require-full-coverage", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server");
+            wait_for_port(port, "redis-server (cluster node)").await;
+            nodes.push((port, Some(child)));
+        }
+        let cluster = Self { nodes, folder };
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|(port, _)| format!("127.0.0.1:{port}")),
+            )
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for port in cluster.ports() {
+            while !cluster_info(port).contains("cluster_state:ok") {
+                assert!(Instant::now() < deadline, "the cluster did not form");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        cluster
+    }
+
+    /// The nodes' ports.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|(port, _)| *port).collect()
+    }
+
+    /// The `redis+cluster://` URL naming every node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports()
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis+cluster://{}/", hosts.join(","))
+    }
+
+    /// How many keys node `node` holds.
+    pub fn keys_on(&self, node: usize) -> u64 {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.nodes[node].0.to_string(), "DBSIZE"])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Kills node `node`.
+    pub fn stop(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].1.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `CLUSTER INFO` of the node on `port` (empty when it does not answer).
+fn cluster_info(port: u16) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "CLUSTER", "INFO"])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in 0..self.nodes.len() {
+            self.stop(node);
+        }
+        let _ = std::fs::remove_dir_all(&self.folder);
     }
 }
 

@@ -7,6 +7,7 @@
 //! older one folded. [`redis::RedisCache`] is for production,
 //! [`memory::MemoryCache`] the embedded default.
 
+mod connection;
 pub mod memory;
 mod put_batches;
 pub mod redis;

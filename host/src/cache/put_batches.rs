@@ -9,15 +9,17 @@
 //! threads' time there. Like group commit, this never waits for company: a
 //! put queued while none is in flight is sent at once. Puts keep their
 //! order (one pipeline at a time, in queue order), so the later of two
-//! writes to one key is the one that stays.
+//! writes to one key is the one that stays. A cluster refuses a pipeline
+//! whose keys live in different hash slots, so there the puts of one batch
+//! go as concurrent single commands, each answered on its own.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use super::CacheError;
+use super::connection::Connection;
 
 /// Most puts in one pipeline.
 const MAX_PIPELINE: usize = 256;
@@ -32,7 +34,7 @@ struct Put {
 
 /// The queue of puts to one Redis, and the task that sends them.
 pub(super) struct PutBatches {
-    connection: ConnectionManager,
+    connection: Connection,
     timeout: Duration,
     /// The running sender task's queue; started on the first put, and again
     /// if the runtime it ran on is gone.
@@ -41,7 +43,7 @@ pub(super) struct PutBatches {
 
 impl PutBatches {
     /// Puts over `connection`, each pipeline bounded by `timeout`.
-    pub(super) fn new(connection: ConnectionManager, timeout: Duration) -> Self {
+    pub(super) fn new(connection: Connection, timeout: Duration) -> Self {
         Self {
             connection,
             timeout,
@@ -95,30 +97,62 @@ impl PutBatches {
 
 /// Sends what is queued, one pipeline at a time, until the queue closes.
 async fn send_batches(
-    mut connection: ConnectionManager,
+    mut connection: Connection,
     timeout: Duration,
     mut queue: mpsc::UnboundedReceiver<Put>,
 ) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
-        let mut pipeline = redis::pipe();
-        for put in &batch {
-            match put.ttl {
-                Some(ttl) => pipeline.pset_ex(&put.key, &put.value, ttl.as_millis().max(1) as u64),
-                None => pipeline.set(&put.key, &put.value),
+        if connection.pipelines_keys() {
+            let outcome = bounded(timeout, pipeline(&batch).query_async(&mut connection)).await;
+            for put in batch.drain(..) {
+                let _ = put.done.send(outcome.clone());
             }
-            .ignore();
+        } else {
+            let sent = batch.iter().map(|put| {
+                let mut connection = connection.clone();
+                async move { bounded(timeout, command(put).query_async(&mut connection)).await }
+            });
+            let outcomes = futures_util::future::join_all(sent).await;
+            for (put, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = put.done.send(outcome);
+            }
         }
-        let sent = tokio::time::timeout(timeout, pipeline.query_async::<()>(&mut connection));
-        let outcome = match sent.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(CacheError::Unavailable(error.to_string())),
-            Err(_) => Err(CacheError::Unavailable(format!(
-                "no answer within {timeout:?}"
-            ))),
-        };
-        for put in batch.drain(..) {
-            let _ = put.done.send(outcome.clone());
-        }
+    }
+}
+
+/// The puts of `batch` as one pipeline.
+fn pipeline(batch: &[Put]) -> redis::Pipeline {
+    let mut pipeline = redis::pipe();
+    for put in batch {
+        pipeline.add_command(command(put)).ignore();
+    }
+    pipeline
+}
+
+/// One put as a command.
+fn command(put: &Put) -> redis::Cmd {
+    match put.ttl {
+        Some(ttl) => redis::cmd("SET")
+            .arg(&put.key)
+            .arg(&put.value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .to_owned(),
+        None => redis::cmd("SET").arg(&put.key).arg(&put.value).to_owned(),
+    }
+}
+
+/// Runs one Redis call under `timeout`, whatever the connection does.
+async fn bounded(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<()>>,
+) -> Result<(), CacheError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(CacheError::Unavailable(error.to_string())),
+        Err(_) => Err(CacheError::Unavailable(format!(
+            "no answer within {timeout:?}"
+        ))),
     }
 }

@@ -5,21 +5,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::connection::Connection;
 use super::put_batches::PutBatches;
 use super::{CacheError, CacheKey, CacheSecret, CachedReduction, ReductionCache, entry};
 
 /// How long one cache operation may take before it counts as a miss.
 const TIMEOUT: Duration = Duration::from_millis(250);
 
-/// A [`ReductionCache`] on Redis. Connects lazily and reconnects on its
-/// own; while Redis is away every call fails fast with
-/// [`CacheError::Unavailable`]. Concurrent puts go to Redis together, as
-/// one pipeline (`put_batches`).
+/// A [`ReductionCache`] on Redis or a Redis Cluster. Connects lazily and
+/// reconnects on its own; while Redis (or the node holding a key) is away
+/// every call fails fast with [`CacheError::Unavailable`]. Concurrent puts
+/// go to Redis together (`put_batches`).
 #[derive(Clone)]
 pub struct RedisCache {
-    connection: ConnectionManager,
+    connection: Connection,
     puts: Arc<PutBatches>,
     prefix: String,
     secret: CacheSecret,
@@ -27,12 +27,14 @@ pub struct RedisCache {
 
 impl RedisCache {
     /// A cache at `url` (`redis://HOST:PORT/DB`, or `rediss://` for TLS
-    /// with a certificate the system trusts), with every key under
+    /// with a certificate the system trusts; a cluster as
+    /// `redis+cluster://HOST:PORT,HOST:PORT`, see `connection`), with every
+    /// key under
     /// `prefix` (e.g. `eventlogs:`) and every entry authenticated under
     /// `secret` (entries that do not verify are [`CacheError::Forged`]).
     /// Does not wait for Redis to be up.
     pub fn new(url: &str, prefix: &str, secret: CacheSecret) -> Result<Self, CacheError> {
-        Self::connect(redis::Client::open(url), prefix, secret)
+        Self::connect(Connection::open(url, None, TIMEOUT)?, prefix, secret)
     }
 
     /// Like [`RedisCache::new`], for a `rediss://` URL whose server
@@ -44,29 +46,18 @@ impl RedisCache {
         secret: CacheSecret,
         ca_pem: Vec<u8>,
     ) -> Result<Self, CacheError> {
-        let certificates = redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(ca_pem),
-        };
         Self::connect(
-            redis::Client::build_with_tls(url, certificates),
+            Connection::open(url, Some(ca_pem), TIMEOUT)?,
             prefix,
             secret,
         )
     }
 
     fn connect(
-        client: redis::RedisResult<redis::Client>,
+        connection: Connection,
         prefix: &str,
         secret: CacheSecret,
     ) -> Result<Self, CacheError> {
-        let client = client.map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1);
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         Ok(Self {
             puts: Arc::new(PutBatches::new(connection.clone(), TIMEOUT)),
             connection,

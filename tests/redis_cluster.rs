@@ -1,0 +1,121 @@
+//! The reduction cache on a Redis Cluster: a three-node cluster this test
+//! starts on free ports, named by a `redis+cluster://` URL. Aggregates are
+//! cached on every node; with one node stopped mid-run, every request still
+//! succeeds, every aggregate is still right, and the keys on the surviving
+//! nodes are still served from the cache.
+
+use std::process::{Command, Stdio};
+
+use eventlogs_e2e::servers::RedisCluster;
+use eventlogs_e2e::{TestDaemon, config, json, plugin_path, sqlite_database};
+use eventlogs_host::config::DeployAtStart;
+use serde_json::{Value, json};
+
+/// Logs in the run: enough that every node holds some of their keys.
+const LOGS: usize = 24;
+
+fn redis_tools_present() -> bool {
+    let present = ["redis-server", "redis-cli"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !present {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("redis-server and redis-cli are required under CI=true");
+        }
+        eprintln!("SKIPPED: redis-server or redis-cli not installed");
+    }
+    present
+}
+
+/// Appends one event to `log` and reduces it; returns the aggregate
+/// response.
+async fn append_and_reduce(daemon: &TestDaemon, log: &str) -> Value {
+    let (status, body) = json(
+        daemon
+            .post(
+                &format!("/v1/logs/{log}/events"),
+                json!({"event": {"n": 1}}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    reduce(daemon, log).await
+}
+
+async fn reduce(daemon: &TestDaemon, log: &str) -> Value {
+    let (status, body) = json(daemon.get(&format!("/v1/logs/{log}/aggregate")).await).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Reduces `log` until the answer comes from the cache (a reduce writes its
+/// aggregate to the cache in the background), or `None` after 2 seconds.
+async fn reduce_from_cache(daemon: &TestDaemon, log: &str) -> Option<Value> {
+    for _ in 0..100 {
+        let body = reduce(daemon, log).await;
+        if body["from_cache"] == true {
+            return Some(body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_works_on_a_cluster_and_survives_a_node_stopping() {
+    if !redis_tools_present() {
+        return;
+    }
+    let mut cluster = RedisCluster::start().await;
+    let mut settings = config(&sqlite_database());
+    settings.deploy.push(DeployAtStart {
+        name: "counter".into(),
+        file: plugin_path("counter"),
+    });
+    settings.redis_url = Some(cluster.url());
+    settings.redis_prefix = format!("eventlogs-e2e-{}:", uuid::Uuid::now_v7());
+    let daemon = TestDaemon::start(settings).await;
+
+    let mut logs = Vec::new();
+    for _ in 0..LOGS {
+        logs.push(daemon.create_log("counter", vec![json!({"n": 1})]).await);
+    }
+    // The first reduce folds and writes through; the next reads the cache.
+    for log in &logs {
+        let first = append_and_reduce(&daemon, log).await;
+        assert_eq!(first["aggregate"]["count"], 2, "{first}");
+        let again = reduce_from_cache(&daemon, log)
+            .await
+            .expect("never served from the cluster");
+        assert_eq!(again["events_folded"], 0, "{again}");
+        assert_eq!(again["aggregate"]["count"], 2, "{again}");
+    }
+    for node in 0..3 {
+        assert!(
+            cluster.keys_on(node) > 0,
+            "node {node} holds no cached aggregate: the keys did not spread"
+        );
+    }
+
+    cluster.stop(1);
+    let mut served_from_cache = 0;
+    for round in 3..=4u64 {
+        for log in &logs {
+            let reduced = append_and_reduce(&daemon, log).await;
+            assert_eq!(reduced["aggregate"]["count"], round, "{reduced}");
+            if round == 4 && reduced["from_cache"] == true {
+                served_from_cache += 1;
+            }
+        }
+    }
+    assert!(
+        served_from_cache > 0,
+        "the surviving nodes' keys were never served from the cache"
+    );
+    daemon.stop().await;
+}
