@@ -94,7 +94,7 @@ pub struct FeedRecord {
     /// The reducer name its log is bound to.
     reducer: String,
     /// The event, exactly as stored.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     event: Box<RawValue>,
 }
 

@@ -30,10 +30,10 @@ pub struct CreateLog {
     #[schema(format = Uuid)]
     log_id: Option<String>,
     /// The first events, in order. Give `events` or `event`.
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<serde_json::Value>>)]
     events: Option<Vec<Box<RawValue>>>,
     /// The first event alone.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     event: Option<Box<RawValue>>,
 }
 
@@ -42,10 +42,10 @@ pub struct CreateLog {
 #[serde(deny_unknown_fields)]
 pub struct AppendEvents {
     /// Events, stored with contiguous indexes, all or none.
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<serde_json::Value>>)]
     events: Option<Vec<Box<RawValue>>>,
     /// One event.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     event: Option<Box<RawValue>>,
 }
 
@@ -92,7 +92,7 @@ pub struct EventRecord {
     /// When the store recorded it, microseconds since the Unix epoch (UTC).
     recorded_at_micros: i64,
     /// The event, byte for byte as sent.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     event: Box<RawValue>,
 }
 
@@ -125,7 +125,7 @@ pub struct Aggregate {
     /// append's `If-Match`.
     through_index: u64,
     /// The aggregate, as the reducer serialised it.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     aggregate: Box<RawValue>,
     /// When it was reduced, microseconds since the Unix epoch (UTC).
     reduced_at_micros: i64,
@@ -141,7 +141,11 @@ pub struct Aggregate {
     request_body = CreateLog,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry return the original result")),
     responses(
-        (status = 201, description = "created (or, marked `replayed`, a retry's original result)", body = WrittenView),
+        (status = 201, description = "created (or, marked `replayed`, a retry's original result)", body = WrittenView, headers(
+            ("ETag" = String, description = "the last index, quoted: the next append's If-Match"),
+            ("Location" = String, description = "the log, /v1/logs/{id}"),
+            ("Idempotent-Replayed" = String, description = "`true`, present only on a replay"),
+        )),
         (status = 400, description = "bad input, e.g. an event holding \\u0000"), (status = 404, description = "unknown reducer"),
         (status = 413, description = "an event longer than --max-event-bytes, or a body over the limit"),
         (status = 409, description = "log id taken"),
@@ -173,7 +177,11 @@ pub async fn create(
         ("Idempotency-Key" = Option<String>, Header, description = "makes a retry return the original result"),
     ),
     responses(
-        (status = 200, description = "appended (or, marked `replayed`, a retry's original result)", body = WrittenView),
+        (status = 200, description = "appended (or, marked `replayed`, a retry's original result)", body = WrittenView, headers(
+            ("ETag" = String, description = "the last index, quoted: the next append's If-Match"),
+            ("Location" = String, description = "the log, /v1/logs/{id}"),
+            ("Idempotent-Replayed" = String, description = "`true`, present only on a replay"),
+        )),
         (status = 400, description = "bad input, e.g. an event holding \\u0000"),
         (status = 413, description = "an event longer than --max-event-bytes, or a body over the limit"),
         (status = 404, description = "unknown log"),
@@ -206,7 +214,11 @@ pub async fn append(
 #[utoipa::path(
     get, path = "/v1/logs/{id}", tag = "logs",
     params(("id" = String, Path, description = "log id")),
-    responses((status = 200, body = LogMetadata), (status = 404, description = "unknown log"))
+    responses(
+        (status = 200, body = LogMetadata, headers(("ETag" = String, description = "the last index, quoted"))),
+        (status = 400, description = "not a log id"),
+        (status = 404, description = "unknown log"),
+    )
 )]
 pub async fn metadata(
     State(state): State<AppState>,
@@ -227,7 +239,11 @@ pub async fn metadata(
 #[utoipa::path(
     get, path = "/v1/logs/{id}/events", tag = "logs",
     params(("id" = String, Path, description = "log id"), PageQuery),
-    responses((status = 200, body = Vec<EventRecord>), (status = 400, description = "bad from or limit"), (status = 404, description = "unknown log"))
+    responses(
+        (status = 200, body = Vec<EventRecord>, headers(("Link" = String, description = "`<…>; rel=\"next\"`, present when more events follow"))),
+        (status = 400, description = "bad from, limit or log id"),
+        (status = 404, description = "unknown log"),
+    )
 )]
 pub async fn events(
     State(state): State<AppState>,
@@ -282,7 +298,8 @@ pub async fn events(
     get, path = "/v1/logs/{id}/aggregate", tag = "logs",
     params(("id" = String, Path, description = "log id"), AggregateQuery),
     responses(
-        (status = 200, body = Aggregate),
+        (status = 200, body = Aggregate, headers(("ETag" = String, description = "the through index, quoted: usable as the next append's If-Match"))),
+        (status = 400, description = "bad log id or version"),
         (status = 404, description = "unknown log, reducer or version"),
         (status = 422, description = "the reducer failed; `failure` names how"),
     )

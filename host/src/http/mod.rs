@@ -2,10 +2,11 @@
 //!
 //! Handlers translate HTTP to log-manager and registry calls and back;
 //! nothing below them knows about HTTP. One file per resource (`logs`,
-//! `feed`, `subscriptions`, `projections`, `reducers`, `probes`), `error` for problem documents, `extract` for
-//! request parsing, `auth` for tokens and scopes, `metrics` for request
-//! metrics. The OpenAPI document is generated from the handlers'
-//! annotations, so it lists exactly the routes served.
+//! `feed`, `subscriptions`, `projections`, `reducers`, `probes`), `error`
+//! for problem documents, `extract` for request parsing, `auth` for tokens
+//! and scopes, `metrics` for request metrics. The OpenAPI document is
+//! generated from the handlers' annotations (and `openapi` for what every
+//! operation shares), so it lists exactly the routes served.
 
 pub mod auth;
 pub mod error;
@@ -15,6 +16,7 @@ mod host_check;
 mod json_array;
 mod logs;
 mod metrics;
+mod openapi;
 mod probes;
 mod projections;
 mod reducers;
@@ -156,7 +158,8 @@ fn routes(options: &RouterOptions) -> (Router<AppState>, utoipa::openapi::OpenAp
 
 /// The whole HTTP service.
 pub fn router(state: AppState, options: &RouterOptions) -> Router {
-    let (routes, api) = routes(options);
+    let (routes, mut api) = routes(options);
+    openapi::complete(&mut api);
     let document = axum::Json(api);
     let router = routes
         .route(

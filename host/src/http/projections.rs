@@ -85,7 +85,7 @@ pub struct ProjectionResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     building: Option<Building>,
     /// The aggregate.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     aggregate: Box<RawValue>,
 }
 
