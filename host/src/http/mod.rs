@@ -4,11 +4,13 @@
 //! nothing below them knows about HTTP. One file per resource (`logs`,
 //! `feed`, `subscriptions`, `projections`, `reducers`, `probes`), `error`
 //! for problem documents, `extract` for request parsing, `auth` for tokens
-//! and scopes, `metrics` for request metrics. The OpenAPI document is
-//! generated from the handlers' annotations (and `openapi` for what every
-//! operation shares), so it lists exactly the routes served.
+//! and scopes, `metrics` for request metrics, `console` for the operator
+//! console's page. The OpenAPI document is generated from the handlers'
+//! annotations (and `openapi` for what every operation shares), so it lists
+//! exactly the routes served.
 
 pub mod auth;
+mod console;
 pub mod error;
 mod extract;
 mod feed;
@@ -166,6 +168,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
             "/openapi.json",
             axum::routing::get(move || async move { document.clone() }),
         )
+        .merge(console::routes())
         .fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::disable())
         .layer(TimeoutLayer::with_status_code(
