@@ -107,6 +107,24 @@ async fn the_openapi_document_describes_errors_headers_and_security() {
             "{member}"
         );
     }
+    // Every problem kind and extension the README lists is in the document.
+    let described = problem.to_string();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let table = readme
+        .split("| status | kinds |")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("the README's table of problem kinds");
+    for kind in table.split('`').skip(1).step_by(2) {
+        // Flags (`--…`) and headers (`Retry-After`) are not the problem's.
+        if !kind.starts_with("--") && !kind.starts_with(|c: char| c.is_ascii_uppercase()) {
+            assert!(
+                described.contains(&format!("`{kind}`")) || problem["properties"][kind].is_object(),
+                "{kind} is not in the document's Problem"
+            );
+        }
+    }
     let mut ids = std::collections::HashSet::new();
     for (path, operations) in document["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {

@@ -27,7 +27,27 @@ const BEARER: &str = "bearer";
 #[schema(as = Problem)]
 #[expect(dead_code, reason = "describes the document `error::Problem` renders")]
 struct ProblemDocument {
-    /// `urn:eventlogs:problem:KIND`, e.g. `urn:eventlogs:problem:concurrent-append`.
+    /// `urn:eventlogs:problem:KIND`. The kinds, by status: 400
+    /// `malformed-json`, `no-events`, `unstorable-event`, `invalid-log-id`,
+    /// `invalid-limit`, `invalid-from`, `invalid-after`,
+    /// `invalid-last-event-id`, `invalid-query`, `invalid-if-match`,
+    /// `invalid-idempotency-key`, `invalid-version`, `invalid-reducer-name`,
+    /// `invalid-subscription-name`, `invalid-projection-name`; 401
+    /// `unauthorized`; 403 `forbidden`; 404 `log-not-found`,
+    /// `reducer-not-found`, `reducer-version-not-found`,
+    /// `subscription-not-found`, `projection-not-found`, `not-found`; 409
+    /// `log-exists`; 412 `concurrent-append`; 413 `payload-too-large`,
+    /// `event-too-large`; 415 `unsupported-media-type`; 421
+    /// `host-not-allowed`; 422 `invalid-body`, `idempotency-key-reused`,
+    /// `checkpoint-beyond-feed`, `invalid-reducer`, `deploy-breaks-logs`,
+    /// and `reducer-FAILURE` where FAILURE is `rejected-event`,
+    /// `undecodable-event`, `undecodable-state`, `unserializable-state`,
+    /// `invalid-batch`, `timeout`, `out-of-memory`, `stack-overflow`,
+    /// `panic`, `output-too-large`, `invalid-output` or `trap`; 500
+    /// `internal`; 503 `unavailable`, `overloaded`, `reducer-busy`.
+    /// Extensions named below come with the kinds that need them, and
+    /// `limit` (the bound exceeded), `reducer` (`reducer-busy`), `log_id`
+    /// and `host`.
     r#type: String,
     /// A short summary of the kind.
     title: String,
@@ -50,6 +70,8 @@ struct ProblemDocument {
     event: Option<u64>,
     /// `deploy-breaks-logs`: the logs the new version fails on.
     failing_logs: Option<Vec<String>>,
+    /// `deploy-breaks-logs`: how many logs the new version replayed.
+    replayed_logs: Option<u64>,
 }
 
 /// Adds what every operation shares to `api` (see the module comment).
