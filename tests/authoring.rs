@@ -442,3 +442,27 @@ fn fold_names_how_a_hostile_reducer_fails() {
         assert!(err.contains(reason), "{fixture}: {err}");
     }
 }
+
+/// With `EVENTLOGS_PERF_MAP=1`, wasmtime writes `/tmp/perf-PID.map`, which
+/// names the reducer's compiled functions for `perf report`.
+#[test]
+fn a_perf_map_names_the_reducers_functions_when_asked() {
+    let input = file("events.jsonl", &json_lines(&payment_events()));
+    let child = Command::new(binary())
+        .args(["fold", &component("payment"), text(&input)])
+        .env("EVENTLOGS_PERF_MAP", "1")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let map = PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let names = std::fs::read_to_string(&map).unwrap_or_default();
+    let _ = std::fs::remove_file(&map);
+    assert!(
+        names.lines().any(|line| line.contains("wasm")),
+        "{} names no reducer function:\n{}",
+        map.display(),
+        names.lines().take(5).collect::<Vec<_>>().join("\n")
+    );
+}

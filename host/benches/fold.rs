@@ -46,6 +46,10 @@ fn main() {
     let bytes: usize = payloads.iter().map(Vec::len).sum();
     let runtime = Runtime::new(Limits::default()).expect("runtime");
     let reducer = runtime.load(&plugin("payment")).expect("payment loads");
+    if let Ok(seconds) = std::env::var("FOLD_BENCH_PROFILE_SECONDS") {
+        profile_target(&reducer, &payloads, seconds.parse().expect("seconds"));
+        return;
+    }
     let instantiate = instantiation_cost(&reducer);
     let cached = cached_reduction_cost(&reducer, &payloads);
 
@@ -101,6 +105,27 @@ fn main() {
             ratio(|r| r.stateless),
         );
     }
+}
+
+/// Folds in WebAssembly only, batches of 1,000 (or the first of
+/// `FOLD_BENCH_BATCHES`), for `seconds`: something for `perf record` to
+/// watch (with `EVENTLOGS_PERF_MAP=1` so reducer functions have names).
+fn profile_target(reducer: &Reducer, payloads: &[Vec<u8>], seconds: u64) {
+    let size = std::env::var("FOLD_BENCH_BATCHES")
+        .ok()
+        .and_then(|list| list.split(',').next()?.trim().parse().ok())
+        .unwrap_or(1_000);
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut folded = 0;
+    let started = Instant::now();
+    while Instant::now() < until {
+        black_box(wasm(reducer, payloads, size));
+        folded += payloads.len();
+    }
+    println!(
+        "profile target: {folded} events in batches of {size}, {:.0} events/s",
+        folded as f64 / started.elapsed().as_secs_f64()
+    );
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

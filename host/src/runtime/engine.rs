@@ -5,7 +5,9 @@ use std::sync::atomic::AtomicUsize;
 
 use super::sandbox::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 use wasmtime::component::Linker;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 use super::epoch::Ticker;
 use super::error::RuntimeError;
@@ -103,5 +105,14 @@ fn config(limits: &Limits) -> Config {
         // component model only slows their calls down.
         .concurrency_support(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if std::env::var_os(PERF_MAP).is_some_and(|v| v == "1") {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     config
 }
+
+/// With this environment variable set to `1`, wasmtime writes
+/// `/tmp/perf-PID.map` naming every compiled reducer function, so that
+/// `perf report` attributes the time spent inside reducers to their own
+/// functions instead of to anonymous addresses.
+const PERF_MAP: &str = "EVENTLOGS_PERF_MAP";
