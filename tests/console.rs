@@ -164,6 +164,11 @@ async fn deploy(browser: &Client, name: &str, file: &Path) {
     shown(browser, "deploy-submit").await.click().await.unwrap();
 }
 
+/// GET `path` from the API, which must succeed.
+async fn read(daemon: &TestDaemon, path: &str) -> Value {
+    api(daemon, reqwest::Method::GET, path, Value::Null).await
+}
+
 async fn api(daemon: &TestDaemon, method: reqwest::Method, path: &str, body: Value) -> Value {
     let (status, body) = json(
         daemon
@@ -243,13 +248,7 @@ async fn an_operator_works_the_console_in_a_real_browser() {
     assert!(events.contains("Captured"), "{events}");
     text_with(&browser, "events-range", "events 0 to 1").await;
     text_with(&browser, "log-aggregate-facts", "through index").await;
-    let expected = api(
-        &daemon,
-        reqwest::Method::GET,
-        &format!("/v1/logs/{payment_log}/aggregate"),
-        Value::Null,
-    )
-    .await;
+    let expected = read(&daemon, &format!("/v1/logs/{payment_log}/aggregate")).await;
     let shown_aggregate: Value =
         serde_json::from_str(&shown(&browser, "log-aggregate").await.text().await.unwrap())
             .unwrap();
@@ -260,13 +259,7 @@ async fn an_operator_works_the_console_in_a_real_browser() {
     enter(&browser, "log-id", &tally_log).await;
     text_with(&browser, "log-metadata", &tally_log).await;
     // The version pickers are the tally's once they offer its first.
-    let tally = api(
-        &daemon,
-        reqwest::Method::GET,
-        "/v1/reducers/tally",
-        Value::Null,
-    )
-    .await;
+    let tally = read(&daemon, "/v1/reducers/tally").await;
     let first = tally["versions"][0]["version"].as_str().unwrap().to_owned();
     text_with(&browser, "compare-left", &first[..12]).await;
     text_with(&browser, "compare-right", "(active)").await;
@@ -300,28 +293,25 @@ async fn an_operator_works_the_console_in_a_real_browser() {
     // Roll tally back to its first version.
     shown(&browser, "nav-reducers").await.click().await.unwrap();
     let activate = format!("#reducer-tally button[data-version='{first}']");
+    // The list is drawn again when the view opens: a button found in the
+    // earlier drawing goes stale, so find and click until a click lands.
     let deadline = Instant::now() + PATIENCE;
-    let button = loop {
-        if let Ok(button) = browser.find(Locator::Css(&activate)).await {
-            break button;
+    loop {
+        if let Ok(button) = browser.find(Locator::Css(&activate)).await
+            && button.click().await.is_ok()
+        {
+            break;
         }
         assert!(Instant::now() < deadline, "no Activate button for {first}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    button.click().await.unwrap();
+    }
     text_with(
         &browser,
         "reducer-tally",
         &format!("active: {}", &first[..12]),
     )
     .await;
-    let tally = api(
-        &daemon,
-        reqwest::Method::GET,
-        "/v1/reducers/tally",
-        Value::Null,
-    )
-    .await;
+    let tally = read(&daemon, "/v1/reducers/tally").await;
     assert_eq!(tally["active_version"], first.as_str());
     screenshot(&browser, "07-rolled-back").await;
 
