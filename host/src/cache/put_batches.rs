@@ -11,7 +11,12 @@
 //! order (one pipeline at a time, in queue order), so the later of two
 //! writes to one key is the one that stays. A cluster refuses a pipeline
 //! whose keys live in different hash slots, so there the puts of one batch
-//! go as concurrent single commands, each answered on its own.
+//! go as concurrent single commands, each answered on its own; they are
+//! handed to the cluster connection in queue order, and two puts of one key
+//! go to the same node's connection, so they too keep their order (unless a
+//! slot moves between them: then the older entry may stay, which costs a
+//! reduce more events to fold, never a wrong aggregate, since an entry
+//! names the index it is folded through).
 
 use std::sync::Mutex;
 use std::time::Duration;
