@@ -11,38 +11,15 @@
 //! without them the test is skipped, and fails under `CI=true`.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use eventlogs_e2e::{TestDaemon, json, plugin_path, sqlite_database};
+use eventlogs_e2e::{TestDaemon, json, plugin_path, sqlite_database, tools_present};
 
 const TOKEN: &str = "clients-secret-0123456789";
 
-fn tools_present() -> bool {
-    let present = [
-        ("python3", "--version"),
-        ("node", "--version"),
-        ("npm", "--version"),
-    ]
-    .iter()
-    .all(|(tool, arg)| {
-        Command::new(tool)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if !present {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("python3, node and npm are required under CI=true");
-        }
-        eprintln!("SKIPPED: python3, node or npm not installed");
-    }
-    present
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_python_and_typescript_clients_run_the_payment_scenario() {
-    if !tools_present() {
+    if !tools_present(&["python3", "node", "npm"]) {
         return;
     }
     let payment = format!("payment={}", plugin_path("payment").display());

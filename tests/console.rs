@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eventlogs_e2e::servers::free_port;
-use eventlogs_e2e::{TestDaemon, config, json, plugin_path, sqlite_database, token};
+use eventlogs_e2e::{TestDaemon, config, json, plugin_path, sqlite_database, token, tools_present};
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -79,19 +79,6 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn browser_present() -> bool {
-    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-    if !present {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{CHROMIUM} and {CHROMEDRIVER} are required under CI=true");
-        }
-        eprintln!(
-            "SKIPPED: {CHROMIUM} or {CHROMEDRIVER} not installed (Debian: chromium chromium-driver)"
-        );
-    }
-    present
 }
 
 /// Where the screenshots go.
@@ -185,7 +172,7 @@ async fn api(daemon: &TestDaemon, method: reqwest::Method, path: &str, body: Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_works_the_console_in_a_real_browser() {
-    if !browser_present() {
+    if !tools_present(&[CHROMIUM, CHROMEDRIVER]) {
         return;
     }
     let mut settings = config(&sqlite_database());

@@ -4,35 +4,17 @@
 //! run, every request still succeeds, every aggregate is still right, and
 //! the keys on the surviving nodes are still served from the cache.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use eventlogs_e2e::servers::RedisCluster;
-use eventlogs_e2e::{TestDaemon, config, json, plugin_path, sqlite_database};
+use eventlogs_e2e::{TestDaemon, config, json, plugin_path, sqlite_database, tools_present};
 use eventlogs_host::config::DeployAtStart;
 use serde_json::{Value, json};
 
 /// Logs in the run: enough that every node holds some of their keys.
 const LOGS: usize = 24;
-
-fn redis_tools_present() -> bool {
-    let present = ["redis-server", "redis-cli"].iter().all(|tool| {
-        Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if !present {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("redis-server and redis-cli are required under CI=true");
-        }
-        eprintln!("SKIPPED: redis-server or redis-cli not installed");
-    }
-    present
-}
 
 /// Appends one event to `log` and reduces it; returns the aggregate
 /// response.
@@ -71,7 +53,7 @@ async fn reduce_from_cache(daemon: &TestDaemon, log: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_works_on_a_cluster_and_survives_a_node_stopping() {
-    if !redis_tools_present() {
+    if !tools_present(&["redis-server", "redis-cli"]) {
         return;
     }
     let mut cluster = RedisCluster::start().await;

@@ -69,13 +69,7 @@ fn main() {
         "stateless/s",
         "stateless/nat"
     );
-    let sizes: Vec<usize> = match std::env::var("FOLD_BENCH_BATCHES") {
-        Ok(list) => list
-            .split(',')
-            .map(|s| s.trim().parse().expect("batch sizes"))
-            .collect(),
-        Err(_) => BATCH_SIZES.to_vec(),
-    };
+    let sizes = batch_sizes().unwrap_or_else(|| BATCH_SIZES.to_vec());
     for size in sizes {
         let events = &payloads[..EVENTS.min(size * 5_000)];
         let rounds: Vec<Round> = (0..ROUNDS)
@@ -111,10 +105,7 @@ fn main() {
 /// `FOLD_BENCH_BATCHES`), for `seconds`: something for `perf record` to
 /// watch (with `EVENTLOGS_PERF_MAP=1` so reducer functions have names).
 fn profile_target(reducer: &Reducer, payloads: &[Vec<u8>], seconds: u64) {
-    let size = std::env::var("FOLD_BENCH_BATCHES")
-        .ok()
-        .and_then(|list| list.split(',').next()?.trim().parse().ok())
-        .unwrap_or(1_000);
+    let size = batch_sizes().map_or(1_000, |sizes| sizes[0]);
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut folded = 0;
     let started = Instant::now();
@@ -126,6 +117,16 @@ fn profile_target(reducer: &Reducer, payloads: &[Vec<u8>], seconds: u64) {
         "profile target: {folded} events in batches of {size}, {:.0} events/s",
         folded as f64 / started.elapsed().as_secs_f64()
     );
+}
+
+/// The batch sizes `FOLD_BENCH_BATCHES` lists (comma-separated), if set.
+fn batch_sizes() -> Option<Vec<usize>> {
+    let list = std::env::var("FOLD_BENCH_BATCHES").ok()?;
+    Some(
+        list.split(',')
+            .map(|s| s.trim().parse().expect("batch sizes"))
+            .collect(),
+    )
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

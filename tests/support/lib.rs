@@ -243,3 +243,28 @@ pub async fn assert_problem(response: Response, status: u16, kind: &str) -> Valu
     );
     body
 }
+
+/// Whether every one of `tools` answers `TOOL --version`. When one does
+/// not, the test is skipped loudly, or fails under `CI=true`.
+pub fn tools_present(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            !std::process::Command::new(tool)
+                .arg("--version")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{} required under CI=true", missing.join(", "));
+    }
+    eprintln!("SKIPPED: {} not installed", missing.join(", "));
+    false
+}

@@ -24,25 +24,26 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      connect-src 'self'; img-src 'self'; form-action 'none'; frame-ancestors 'none'; \
      base-uri 'none'";
 
+/// Each asset: its paths, body and media type.
+const ASSETS: [(&[&str], &str, &str); 3] = [
+    (&["/console", "/console/"], PAGE, "text/html; charset=utf-8"),
+    (
+        &["/console/console.js"],
+        SCRIPT,
+        "text/javascript; charset=utf-8",
+    ),
+    (&["/console/console.css"], STYLE, "text/css; charset=utf-8"),
+];
+
 /// The console's routes.
 pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/console",
-            get(|| async { asset(PAGE, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/console/",
-            get(|| async { asset(PAGE, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/console/console.js",
-            get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/console/console.css",
-            get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
-        )
+    let mut router = Router::new();
+    for (paths, body, content_type) in ASSETS {
+        for path in paths {
+            router = router.route(path, get(move || async move { asset(body, content_type) }));
+        }
+    }
+    router
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
