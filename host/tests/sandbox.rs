@@ -216,9 +216,12 @@ async fn a_long_call_gives_way_and_still_stops_at_its_deadline() {
         "stopped early: {elapsed:?}"
     );
     // At nice 19 the call notices its deadline only when it gets a core,
-    // which on a machine busy with other tests can take a while.
+    // which on a machine busy with other tests can take a while: a clean
+    // CI run of the whole suite on two cores saw 769 ms. The bound says
+    // the loop was stopped, not how fast a starved thread is scheduled
+    // (that is the benchmark's hostile phase).
     assert!(
-        elapsed <= timeout + Duration::from_millis(300),
+        elapsed <= timeout + Duration::from_secs(2),
         "stopped late: {elapsed:?}"
     );
     // The demoted thread took no further call.
