@@ -146,11 +146,15 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
         log_id,
     };
     for bogus in [
-        // Valid JSON, but not a payment.
+        // Valid JSON, but not a payment, behind the log's end: resuming it
+        // fails. (An entry through the log's last event is answered as it
+        // stands, without a resume: the cache's seal and the version in its
+        // key make it this version's own fold, as the stale-entry test on
+        // Redis shows.)
         CachedReduction {
-            through_index: 1,
+            through_index: 0,
             reduced_at: 0,
-            anchor: anchor_of(1),
+            anchor: anchor_of(0),
             aggregate: r#"{"bogus":true}"#.into(),
         },
         // Further than the log reaches.
@@ -168,6 +172,20 @@ async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
         assert_eq!((reduced.from_cache, reduced.events_folded), (false, 2));
         assert_eq!(reduced.aggregate, honest.aggregate);
     }
+
+    // An entry through the log's last event is the answer: no reducer
+    // resumes it, so even one that is not a payment comes back as it is.
+    cached_through(&*parts.cache, &key, 1).await;
+    let at_end = CachedReduction {
+        through_index: 1,
+        reduced_at: 0,
+        anchor: anchor_of(1),
+        aggregate: r#"{"bogus":"at the end"}"#.into(),
+    };
+    parts.cache.put(&key, &at_end, None).await.unwrap();
+    let answered = m.reduce(log_id, None).await.unwrap();
+    assert_eq!((answered.from_cache, answered.events_folded), (true, 0));
+    assert_eq!(answered.aggregate, at_end.aggregate);
 
     // An older entry is a valid prefix: folding resumes after it.
     let first = m.load(log_id, 0, 1).await.unwrap().remove(0);

@@ -329,6 +329,10 @@ impl LogManager {
         version: Option<Version>,
     ) -> Result<Reduction, LogError> {
         let (info, reducer, entry) = self.reduce_inputs(log_id, version).await?;
+        let entry = match current_entry(&info, entry) {
+            Ok(cached) => return Ok(self.reduction_cached(info, &reducer, cached)),
+            Err(entry) => entry,
+        };
         let flight = (log_id, reducer.version(), info.last_index);
         if let Some(failure) = self.failed.get(&flight) {
             self.counters
@@ -353,14 +357,14 @@ impl LogManager {
     }
 
     /// What a reduce starts from: the log's metadata, its reducer (the
-    /// active version or `version`) and, when the log's reducer is known
-    /// in this process, the cache's entry for it, read in parallel with
-    /// the metadata (`None`: not read yet).
+    /// active version or `version`) and the cache's entry for it: read in
+    /// parallel with the metadata when the log's reducer is known in this
+    /// process, after it otherwise.
     async fn reduce_inputs(
         &self,
         log_id: LogId,
         version: Option<Version>,
-    ) -> Result<(LogInfo, Reducer, Option<Option<CachedReduction>>), LogError> {
+    ) -> Result<(LogInfo, Reducer, Option<CachedReduction>), LogError> {
         let resolve = |name: &str| {
             let name = name.to_owned();
             async move {
@@ -371,9 +375,17 @@ impl LogManager {
             }
         };
         let Some(name) = self.bindings.get(&log_id) else {
+            // The reducer, so the cache key, is known only from the
+            // metadata: the entry is read after it.
             let info = self.info(log_id).await?;
             let reducer = resolve(&info.reducer).await?;
-            return Ok((info, reducer, None));
+            let key = CacheKey {
+                reducer: info.reducer.clone(),
+                version: reducer.version(),
+                log_id,
+            };
+            let entry = self.cache_entry(&key).await;
+            return Ok((info, reducer, entry));
         };
         // A log's reducer never changes.
         let reducer = resolve(&name).await?;
@@ -383,14 +395,36 @@ impl LogManager {
             log_id,
         };
         let (info, entry) = tokio::join!(self.info(log_id), self.cache_entry(&key));
-        Ok((info?, reducer, Some(entry)))
+        Ok((info?, reducer, entry))
+    }
+
+    /// The answer of a reduce whose cache entry is current (see
+    /// [`current_entry`]): the entry itself, so no reducer runs and no event
+    /// is read.
+    fn reduction_cached(
+        &self,
+        info: LogInfo,
+        reducer: &Reducer,
+        cached: CachedReduction,
+    ) -> Reduction {
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Reduction {
+            log_id: info.log_id,
+            reducer: info.reducer,
+            reducer_version: reducer.version(),
+            through_index: cached.through_index,
+            aggregate: cached.aggregate,
+            reduced_at: now_micros(),
+            from_cache: true,
+            events_folded: 0,
+        }
     }
 
     async fn reduce_to_end(
         &self,
         info: LogInfo,
         reducer: Reducer,
-        entry: Option<Option<CachedReduction>>,
+        entry: Option<CachedReduction>,
     ) -> Result<Reduction, LogError> {
         let log_id = info.log_id;
         let key = CacheKey {
@@ -400,10 +434,7 @@ impl LogManager {
         };
         let end = Some(info.last_index);
         let _turn = self.admission.enter(&info.reducer).await?;
-        let cached = match entry {
-            Some(found) => self.usable(found, end),
-            None => self.cached(&key, end).await,
-        };
+        let cached = self.usable(entry, end);
         let at_end = self.fold_from(&reducer, &key, log_id, cached, end).await?;
         // A log always holds at least its creating event.
         let through_index = at_end
@@ -532,6 +563,28 @@ impl LogManager {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed)
             }
         };
+    }
+}
+
+/// The cache entry read for a reduce, if it was folded through the very
+/// event the log ends with (the metadata read names it): then it is the
+/// reduction. It was written by this reducer version's own fold (its key
+/// names the version and its seal is checked when read). Anything else is
+/// handed back for the fold.
+fn current_entry(
+    info: &LogInfo,
+    entry: Option<CachedReduction>,
+) -> Result<CachedReduction, Option<CachedReduction>> {
+    let current = |cached: &CachedReduction| {
+        info.last_event.is_some_and(|last| {
+            cached.through_index == info.last_index
+                && cached.anchor.position == last.position
+                && cached.anchor.recorded_at == last.recorded_at
+        })
+    };
+    match entry {
+        Some(cached) if current(&cached) => Ok(cached),
+        other => Err(other),
     }
 }
 

@@ -104,6 +104,19 @@ pub struct LogInfo {
     pub created_at: i64,
     /// Index of the log's last event.
     pub last_index: u64,
+    /// The stored event at `last_index`; `None` only for a log that holds
+    /// no event yet.
+    pub last_event: Option<EventMark>,
+}
+
+/// What tells one stored event from any other that could ever stand at
+/// its index: its global position and the time it was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventMark {
+    /// The event's global position.
+    pub position: u64,
+    /// When it was recorded: microseconds since the Unix epoch, UTC.
+    pub recorded_at: i64,
 }
 
 /// One stored event.
