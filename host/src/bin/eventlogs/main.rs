@@ -14,6 +14,13 @@ use eventlogs_host::config::{LogFormat, ServeConfig};
 use eventlogs_host::daemon::Daemon;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc rather than glibc's malloc, with its background thread
+/// returning freed memory to the kernel after a few seconds: a load's
+/// connections and buffers, once freed, no longer stay resident, which
+/// glibc's arenas left them (docs/benchmarks.md has both figures).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// An event-sourcing host with WebAssembly reducers.
 #[derive(Parser)]
 #[command(version, about)]
