@@ -28,9 +28,10 @@ use super::feed::{self, FeedFilter, FeedPage, FeedRow};
 use super::group_commit::GroupCommit;
 use super::hints::{Hints, Poll};
 use super::write::{
-    EventRow, KeyRow, LogEventRow, index_bounds, log_event, stored_events, unavailable,
+    EventRow, KeyRow, LogEventRow, LogInfoRow, index_bounds, log_event, log_info, stored_events,
+    unavailable,
 };
-use super::{EventMark, EventStore, EventStream, LogInfo, StoreError, StoredEvent, Write, Written};
+use super::{EventStore, EventStream, LogInfo, StoreError, StoredEvent, Write, Written};
 use crate::LogId;
 
 /// Writes queued per batch, at most.
@@ -266,7 +267,7 @@ impl EventStore for SqliteStore {
         // The last event comes along (a lookup by primary key), so a
         // reduce can tell a cached reduction through it is current without
         // reading the log.
-        let row: Option<(String, i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        let row: Option<LogInfoRow> = sqlx::query_as(
             "SELECT l.reducer, l.created_at, l.last_index, e.position, e.recorded_at
              FROM logs l LEFT JOIN events e ON e.log_id = l.log_id AND e.idx = l.last_index
              WHERE l.log_id = ?",
@@ -275,20 +276,7 @@ impl EventStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        let (reducer, created_at, last, position, recorded_at) =
-            row.ok_or(StoreError::LogNotFound(log_id))?;
-        Ok(LogInfo {
-            log_id,
-            reducer,
-            created_at,
-            last_index: last as u64,
-            last_event: position
-                .zip(recorded_at)
-                .map(|(position, recorded_at)| EventMark {
-                    position: position as u64,
-                    recorded_at,
-                }),
-        })
+        log_info(log_id, row)
     }
 
     async fn tail(

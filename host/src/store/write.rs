@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::fingerprint::fingerprint;
-use super::{Appended, Events, StoreError, StoredEvent};
+use super::{Appended, EventMark, Events, LogInfo, StoreError, StoredEvent};
 use crate::LogId;
 use crate::clock::now_micros;
 
@@ -155,6 +155,29 @@ pub(crate) fn log_event(
         recorded_at,
         payload,
     }
+}
+
+/// A log's row joined with its last event's: reducer, created_at,
+/// last_index, and the event's position and recorded_at (none for a log
+/// without events).
+pub(crate) type LogInfoRow = (String, i64, i64, Option<i64>, Option<i64>);
+
+/// The metadata of `log_id` from its row, if it exists.
+pub(crate) fn log_info(log_id: LogId, row: Option<LogInfoRow>) -> Result<LogInfo, StoreError> {
+    let (reducer, created_at, last, position, recorded_at) =
+        row.ok_or(StoreError::LogNotFound(log_id))?;
+    Ok(LogInfo {
+        log_id,
+        reducer,
+        created_at,
+        last_index: last as u64,
+        last_event: position
+            .zip(recorded_at)
+            .map(|(position, recorded_at)| EventMark {
+                position: position as u64,
+                recorded_at,
+            }),
+    })
 }
 
 /// Rows as events.
