@@ -59,15 +59,10 @@ pub struct CachedReduction {
     pub aggregate: String,
 }
 
-/// What identifies one stored event beyond its index: its global position
-/// and the time it was recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Anchor {
-    /// The event's global position.
-    pub position: u64,
-    /// When it was recorded: microseconds since the Unix epoch, UTC.
-    pub recorded_at: i64,
-}
+/// What identifies one stored event beyond its index (its global position
+/// and the time it was recorded): the event a cached reduction was folded
+/// through.
+pub use crate::store::EventMark as Anchor;
 
 /// Why a cache operation did not complete. Callers log it, count it, and
 /// carry on without the cache.

@@ -576,11 +576,7 @@ fn current_entry(
     entry: Option<CachedReduction>,
 ) -> Result<CachedReduction, Option<CachedReduction>> {
     let current = |cached: &CachedReduction| {
-        info.last_event.is_some_and(|last| {
-            cached.through_index == info.last_index
-                && cached.anchor.position == last.position
-                && cached.anchor.recorded_at == last.recorded_at
-        })
+        cached.through_index == info.last_index && info.last_event == Some(cached.anchor)
     };
     match entry {
         Some(cached) if current(&cached) => Ok(cached),
