@@ -303,7 +303,13 @@ fn a_new_reducer_crate_tests_builds_checks_and_folds() {
     assert!(ok, "{err}");
     assert!(out.contains("created"), "{out}");
     let made = folder.join("demo-reducer");
-    for file in ["Cargo.toml", "src/lib.rs", "README.md", ".gitignore"] {
+    for file in [
+        "Cargo.toml",
+        ".cargo/config.toml",
+        "src/lib.rs",
+        "README.md",
+        ".gitignore",
+    ] {
         assert!(made.join(file).is_file(), "{file} is missing");
     }
     let (ok, _, err) = eventlogs(&["new", "demo-reducer", "--into", text(&folder)]);

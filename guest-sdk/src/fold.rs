@@ -24,11 +24,12 @@ pub fn fold_raw<'a, A: Aggregate>(
     events: impl IntoIterator<Item = RawEvent<'a>>,
 ) -> Result<(), FoldError> {
     for raw in events {
-        let event =
-            serde_json::from_slice(raw.payload).map_err(|e| FoldError::UndecodableEvent {
-                index: raw.index,
-                message: e.to_string(),
-            })?;
+        let undecodable = |message: String| FoldError::UndecodableEvent {
+            index: raw.index,
+            message,
+        };
+        let text = std::str::from_utf8(raw.payload).map_err(|e| undecodable(e.to_string()))?;
+        let event = serde_json::from_str(text).map_err(|e| undecodable(e.to_string()))?;
         let record = EventRecord::new(raw.index, raw.recorded_at, event);
         aggregate
             .validate(&record)

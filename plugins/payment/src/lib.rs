@@ -222,4 +222,20 @@ mod tests {
         );
         assert_eq!(payment.amount_approved, 5);
     }
+
+    #[test]
+    fn a_payload_that_is_not_utf8_is_undecodable() {
+        let raw = [RawEvent {
+            index: 3,
+            recorded_at: 0,
+            payload: b"{\"Authorized\":{\"amount\":5,\"approval_code\":\"\xff\"}}",
+        }];
+        let mut payment = Payment::default();
+        let err = fold_raw(&mut payment, raw).unwrap_err();
+        assert!(
+            matches!(&err, FoldError::UndecodableEvent { index: 3, message } if message.contains("utf-8")),
+            "{err:?}"
+        );
+        assert_eq!(payment, Payment::default());
+    }
 }

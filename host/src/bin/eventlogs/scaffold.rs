@@ -21,8 +21,12 @@ pub struct NewArgs {
 
 /// The files of a new reducer crate, with `{{name}}`, `{{crate}}`, `{{sdk}}`
 /// and `{{rust_version}}` filled in.
-const FILES: [(&str, &str); 4] = [
+const FILES: [(&str, &str); 5] = [
     ("Cargo.toml", include_str!("template/Cargo.toml.tmpl")),
+    (
+        ".cargo/config.toml",
+        include_str!("template/cargo-config.toml.tmpl"),
+    ),
     ("src/lib.rs", include_str!("template/lib.rs.tmpl")),
     ("README.md", include_str!("template/README.md.tmpl")),
     (".gitignore", include_str!("template/gitignore.tmpl")),
