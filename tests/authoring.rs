@@ -312,6 +312,20 @@ fn a_new_reducer_crate_tests_builds_checks_and_folds() {
     ] {
         assert!(made.join(file).is_file(), "{file} is missing");
     }
+    // The crate builds for the sandbox as this repository's reducers do
+    // (docs/reducer-contract.md, "The guest SDK").
+    let flag = "\"llvm-args=-inline-threshold=1000\"";
+    for config in [
+        made.join(".cargo/config.toml"),
+        workspace.join(".cargo/config.toml"),
+    ] {
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(
+            text.contains("[target.wasm32-wasip2]") && text.contains(flag),
+            "{}: {text}",
+            config.display()
+        );
+    }
     let (ok, _, err) = eventlogs(&["new", "demo-reducer", "--into", text(&folder)]);
     assert!(!ok && err.contains("exists already"), "{err}");
     let (ok, _, err) = eventlogs(&["new", "1bad name", "--into", text(&folder)]);
