@@ -5,7 +5,8 @@ use eventlogs_e2e::{TestDaemon, json};
 use reqwest::Method;
 use serde_json::json;
 
-async fn payment_scenario(daemon: TestDaemon) {
+/// The scenario on `daemon`; the daemon's `/metrics` text at the end.
+async fn payment_scenario(daemon: TestDaemon) -> String {
     // Create, with an idempotency key; a retry replays.
     let create = json!({
         "reducer": "payment",
@@ -166,16 +167,24 @@ async fn payment_scenario(daemon: TestDaemon) {
         assert!(metrics.contains(expected), "no {expected} in\n{metrics}");
     }
     daemon.stop().await;
+    metrics
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_scenario_on_postgres_and_redis() {
     if let Some(daemon) = TestDaemon::on_postgres_and_redis().await {
-        payment_scenario(daemon).await;
+        let metrics = payment_scenario(daemon).await;
+        // Every validated append wrote its aggregate through to Redis, in
+        // batches whose sizes the histogram records.
+        assert!(
+            metrics.contains("eventlogs_cache_put_batch_size_count"),
+            "no put batch sizes in\n{metrics}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_scenario_embedded() {
-    payment_scenario(TestDaemon::embedded().await).await;
+    let metrics = payment_scenario(TestDaemon::embedded().await).await;
+    assert!(!metrics.contains("eventlogs_cache_put_batch_size"));
 }

@@ -154,6 +154,13 @@ async fn main() {
         sum / count.max(1.0),
     ));
     report.push(Figure::plain(
+        "Redis put batches in the append phases",
+        batch_stat("eventlogs_cache_put_batch_size_count"),
+        "mean puts per batch",
+        batch_stat("eventlogs_cache_put_batch_size_sum")
+            / batch_stat("eventlogs_cache_put_batch_size_count").max(1.0),
+    ));
+    report.push(Figure::plain(
         "mean time to store a batch (ms)",
         batch_stat("eventlogs_write_batch_seconds_sum") * 1000.0
             / batch_stat("eventlogs_write_batch_seconds_count").max(1.0),

@@ -15,9 +15,13 @@ use super::{Anchor, CacheError, CachedReduction};
 
 const TAG: &str = "eventlogs-reduction-v2";
 
-/// The secret cache entries are authenticated under.
+/// The MAC's hex digits, lower case.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// The secret cache entries are authenticated under, kept keyed: HMAC's
+/// key schedule is computed once, and each entry's MAC starts from a copy.
 #[derive(Clone)]
-pub struct CacheSecret(Vec<u8>);
+pub struct CacheSecret(Hmac<Sha256>);
 
 impl CacheSecret {
     /// A secret of these bytes (at least 16).
@@ -28,7 +32,9 @@ impl CacheSecret {
                 "a cache secret has at least 16 bytes".into(),
             ));
         }
-        Ok(Self(bytes))
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&bytes)
+            .expect("HMAC takes keys of any length");
+        Ok(Self(keyed))
     }
 
     /// A fresh random secret, as 64 hex digits.
@@ -39,8 +45,7 @@ impl CacheSecret {
     }
 
     fn mac(&self, key: &str, body: &str) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
-            .expect("HMAC takes keys of any length");
+        let mut mac = self.0.clone();
         mac.update(key.as_bytes());
         mac.update(b"\n");
         mac.update(body.as_bytes());
@@ -70,8 +75,14 @@ fn body(reduction: &CachedReduction) -> String {
 pub(crate) fn encode(secret: &CacheSecret, key: &str, reduction: &CachedReduction) -> Vec<u8> {
     let body = body(reduction);
     let tag = secret.mac(key, &body).finalize().into_bytes();
-    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    let mut bytes = format!("{TAG}\n{hex}\n").into_bytes();
+    let mut bytes = Vec::with_capacity(TAG.len() + 2 + 2 * tag.len() + body.len());
+    bytes.extend_from_slice(TAG.as_bytes());
+    bytes.push(b'\n');
+    for byte in tag {
+        bytes.push(HEX_DIGITS[usize::from(byte >> 4)]);
+        bytes.push(HEX_DIGITS[usize::from(byte & 0xf)]);
+    }
+    bytes.push(b'\n');
     bytes.extend_from_slice(body.as_bytes());
     bytes
 }
@@ -203,6 +214,25 @@ mod tests {
                 "{from}"
             );
         }
+    }
+
+    #[test]
+    fn the_mac_is_hmac_sha256_of_key_and_body_in_lower_case_hex() {
+        // Entries written by daemons of earlier versions, which keyed the
+        // MAC afresh for each entry, still verify: same bytes, same format.
+        let encoded = String::from_utf8(encode(&secret(7), "k", &reduction())).unwrap();
+        let mut expected = <Hmac<Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
+        expected.update(b"k\n");
+        expected.update(body(&reduction()).as_bytes());
+        let hex: String = expected
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let lines: Vec<&str> = encoded.splitn(3, '\n').collect();
+        assert_eq!(lines[..2], [TAG, hex.as_str()]);
+        assert_eq!(lines[2], body(&reduction()));
     }
 
     #[test]

@@ -108,6 +108,7 @@ async fn send_batches(
 ) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, MAX_PIPELINE).await > 0 {
+        metrics::histogram!("eventlogs_cache_put_batch_size").record(batch.len() as f64);
         if connection.pipelines_keys() {
             let outcome = bounded(timeout, pipeline(&batch).query_async(&mut connection)).await;
             for put in batch.drain(..) {
