@@ -489,3 +489,47 @@ async fn projection_states_only_move_forward_and_a_new_definition_drops_them(sto
     assert_eq!(store.projection(&name).await.unwrap(), None);
     assert!(store.projection_states(&name).await.unwrap().is_empty());
 }
+
+/// A client that reconnects just after the last follower left finds the
+/// buffer as that follower left it; when the tail then moves the buffer to
+/// the store's head (nobody followed for a moment), the new follower,
+/// already reading from the buffer, reads the store: it was not slow, so
+/// it does not end as lagged. Single-threaded, so the tail runs only
+/// where this test yields.
+#[tokio::test(flavor = "current_thread")]
+async fn a_follower_that_reconnects_as_the_buffer_moves_is_not_lagged() {
+    let store: Store = Arc::new(sqlite().await);
+    let feed = Feed::new(store.clone(), FeedOptions::default());
+    let log = create(&store, "payment", &[json!(0)]).await;
+    let head = store.feed_head().await.unwrap();
+    let mut first = feed.follow(head, FeedFilter::default());
+    // The tail starts the buffer at the head, then reads the next event
+    // into it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    append(&store, log, &[json!(1)]).await;
+    feed.stored();
+    assert!(matches!(first.next().await, Some(Followed::Events(e)) if e.len() == 1));
+    // The last follower leaves, and the tail sees nobody following.
+    drop(first);
+    feed.stored();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    append(&store, log, &[json!(2), json!(3)]).await;
+    // The client is back, from before what the buffer still holds: its
+    // first step reads the buffer without yielding.
+    let mut again = feed.follow(head, FeedFilter::default());
+    let from_buffer = again.next().await;
+    assert!(
+        matches!(&from_buffer, Some(Followed::Events(e)) if e.len() == 1 && e[0].event.position == head + 1),
+        "{from_buffer:?}"
+    );
+    // The tail now moves the buffer to the store's head.
+    feed.stored();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let next = tokio::time::timeout(Duration::from_secs(30), again.next())
+        .await
+        .expect("the follower goes on");
+    assert!(
+        matches!(&next, Some(Followed::Events(e)) if e.len() == 2),
+        "{next:?}"
+    );
+}

@@ -29,8 +29,11 @@ pub struct Follow {
     shared: Arc<Shared>,
     id: u64,
     slot: Arc<Slot>,
-    /// Whether it has read from the ring (then it no longer pages the store).
-    live: bool,
+    /// Whether it has read from the ring (then it no longer pages the
+    /// store), and the ring's reset count then: a ring reset since (the
+    /// tail found nobody following, as when this follower's client had
+    /// just reconnected) sends it back to the store, not away as lagged.
+    live: Option<u64>,
     ended: bool,
 }
 
@@ -54,7 +57,7 @@ impl Follow {
             shared,
             id,
             slot,
-            live: false,
+            live: None,
             ended: false,
         }
     }
@@ -78,12 +81,10 @@ impl Follow {
                 return None;
             }
             let covered = self.slot.covered.load(Ordering::SeqCst);
-            let held = self
-                .shared
-                .ring
-                .lock()
-                .expect("ring lock")
-                .after(covered, RING_STEP);
+            let (held, resets) = {
+                let ring = self.shared.ring.lock().expect("ring lock");
+                (ring.after(covered, RING_STEP), ring.resets())
+            };
             match held {
                 Ok(events) if events.is_empty() => {
                     // Woken when events it wants arrive (a wake sent since
@@ -94,7 +95,7 @@ impl Follow {
                     }
                 }
                 Ok(events) => {
-                    self.live = true;
+                    self.live = Some(resets);
                     let last = events.last().expect("not empty").event.position;
                     self.slot.cover(last);
                     let filter = &self.slot.filter;
@@ -106,7 +107,7 @@ impl Follow {
                         return Some(Followed::Events(passing));
                     }
                 }
-                Err(Behind) if self.live => {
+                Err(Behind) if self.live == Some(resets) => {
                     metrics::counter!("eventlogs_feed_followers_lagged_total").increment(1);
                     return Some(Followed::Lagged);
                 }

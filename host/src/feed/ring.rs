@@ -19,6 +19,8 @@ pub(crate) struct Ring {
     budget: u64,
     floor: u64,
     head: u64,
+    /// How many times [`Ring::reset`] moved it.
+    resets: u64,
 }
 
 impl Ring {
@@ -31,7 +33,15 @@ impl Ring {
             budget,
             floor: head,
             head,
+            resets: 0,
         }
+    }
+
+    /// How many times the ring was reset: a follower that read from it
+    /// and then finds itself [`Behind`] fell behind by reading slowly only
+    /// if the ring was not reset meanwhile.
+    pub(crate) fn resets(&self) -> u64 {
+        self.resets
     }
 
     /// The last position the ring covers.
@@ -66,6 +76,7 @@ impl Ring {
         self.bytes = 0;
         self.floor = head;
         self.head = head;
+        self.resets += 1;
     }
 
     /// Up to `max` events after position `after`, oldest first: none when
@@ -127,7 +138,9 @@ mod tests {
         ring.extend(vec![event(4, 1000)], 4);
         assert_eq!(ring.after(2, 10), Err(Behind));
         assert_eq!(positions(&ring.after(3, 10).unwrap()), [4]);
+        assert_eq!(ring.resets(), 0);
         ring.reset(9);
+        assert_eq!(ring.resets(), 1);
         assert_eq!(ring.after(4, 10), Err(Behind));
         assert_eq!(ring.after(9, 10), Ok(Vec::new()));
     }
