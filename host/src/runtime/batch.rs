@@ -1,6 +1,6 @@
 //! The packed batch of events handed to a reducer in one call.
 
-use super::bindings::wit;
+use super::lowering::{EventMeta, PackedBatch};
 
 /// Consecutive events of one log, packed as the contract's `event-batch`:
 /// one buffer of concatenated JSON payloads plus a fixed-size entry per
@@ -9,7 +9,7 @@ use super::bindings::wit;
 /// [`EventBatch::clear`] to keep the host free of per-batch allocation too.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
-    inner: wit::EventBatch,
+    inner: PackedBatch,
 }
 
 /// The payload buffer would pass 4 GiB, which the contract's 32-bit offsets
@@ -29,7 +29,7 @@ impl EventBatch {
     /// bytes of JSON.
     pub fn with_capacity(events: usize, payload_bytes: usize) -> Self {
         Self {
-            inner: wit::EventBatch {
+            inner: PackedBatch {
                 events: Vec::with_capacity(events),
                 payloads: Vec::with_capacity(payload_bytes),
             },
@@ -43,7 +43,7 @@ impl EventBatch {
         let len = u32::try_from(payload.len()).map_err(|_| BatchFull)?;
         offset.checked_add(len).ok_or(BatchFull)?;
         self.inner.payloads.extend_from_slice(payload);
-        self.inner.events.push(wit::EventMeta {
+        self.inner.events.push(EventMeta {
             index,
             recorded_at,
             offset,
@@ -78,7 +78,7 @@ impl EventBatch {
         self.inner.events.last().map(|e| e.index)
     }
 
-    pub(crate) fn as_wit(&self) -> &wit::EventBatch {
+    pub(crate) fn packed(&self) -> &PackedBatch {
         &self.inner
     }
 }

@@ -28,6 +28,11 @@ mod epoch;
 mod error;
 mod inline;
 mod limits;
+#[allow(
+    unsafe_code,
+    reason = "implements wasmtime's lowering traits by hand; see the module"
+)]
+mod lowering;
 mod output;
 mod reducer;
 mod sandbox;

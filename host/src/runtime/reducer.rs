@@ -11,6 +11,7 @@ use super::checks::CheckQueue;
 use super::conduct::Conduct;
 use super::engine::Shared;
 use super::error::{FailureKind, ReducerError};
+use super::lowering::FoldLowering;
 use super::sandbox::Sandbox;
 use crate::Version;
 
@@ -23,6 +24,8 @@ pub struct Reducer {
     pre: ReducerComponentPre<Sandbox>,
     shared: Arc<Shared>,
     validates: bool,
+    /// How batches are handed to this version's `fold`.
+    lowering: FoldLowering,
     /// How this version's calls have behaved lately.
     conduct: Arc<Conduct>,
     /// Checks of appends waiting to run together.
@@ -52,6 +55,7 @@ impl Reducer {
         version: Version,
         pre: ReducerComponentPre<Sandbox>,
         shared: Arc<Shared>,
+        lowering: FoldLowering,
     ) -> Self {
         let checks = Arc::new(CheckQueue::new(shared.inline_idle.clone()));
         Self {
@@ -59,6 +63,7 @@ impl Reducer {
             pre,
             shared,
             validates: true,
+            lowering,
             conduct: Arc::default(),
             checks,
         }
@@ -186,6 +191,7 @@ impl Reducer {
             store,
             bindings,
             aggregate,
+            lowering: self.lowering,
             failed: None,
         }
     }
@@ -201,6 +207,7 @@ pub struct Fold {
     store: Store<Sandbox>,
     bindings: ReducerComponent,
     aggregate: ResourceAny,
+    lowering: FoldLowering,
     failed: Option<ReducerError>,
 }
 
@@ -218,12 +225,14 @@ impl Fold {
 
     /// Folds the events of `batch` into the aggregate, in order.
     pub fn apply(&mut self, batch: &EventBatch) -> Result<(), ReducerError> {
+        let lowering = self.lowering;
         self.guarded(|bindings, aggregate, store| {
-            bindings.eventlogs_reducer_reducer().aggregate().call_fold(
-                store,
-                aggregate,
-                batch.as_wit(),
-            )
+            let fold = *bindings
+                .eventlogs_reducer_reducer()
+                .aggregate()
+                .func_fold()
+                .func();
+            lowering.call(fold, store, aggregate, batch.packed())
         })
     }
 

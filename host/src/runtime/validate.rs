@@ -8,6 +8,7 @@ use wasmtime::component::Component;
 use super::bindings::ReducerComponentPre;
 use super::engine::Shared;
 use super::error::{InvalidComponent, bounded};
+use super::lowering::FoldLowering;
 use super::reducer::Reducer;
 use crate::Version;
 
@@ -58,7 +59,9 @@ pub(crate) fn load(shared: &Arc<Shared>, bytes: &[u8]) -> Result<Reducer, Invali
         .map_err(|e| InvalidComponent::WrongWorld(bounded(format!("{e:#}"))))?;
     let pre = ReducerComponentPre::new(instance_pre)
         .map_err(|e| InvalidComponent::WrongWorld(bounded(format!("{e:#}"))))?;
-    let mut reducer = Reducer::new(Version::of(bytes), pre, shared.clone());
+    let lowering = FoldLowering::check(pre.instance_pre())
+        .map_err(|e| InvalidComponent::WrongWorld(bounded(format!("{e:#}"))))?;
+    let mut reducer = Reducer::new(Version::of(bytes), pre, shared.clone(), lowering);
     reducer
         .learn_validates()
         .map_err(InvalidComponent::InitFailed)?;
