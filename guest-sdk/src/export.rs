@@ -25,7 +25,8 @@ pub use bindings::export_reducer_component;
 
 #[cfg(all(feature = "fast-alloc", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: crate::alloc::FoldAllocator<talc::wasm::WasmDynamicTalc> =
+    crate::alloc::FoldAllocator::new(talc::wasm::new_wasm_dynamic_allocator());
 pub use wit::Guest;
 
 /// The exported interface, implemented once for every [`Aggregate`].
@@ -56,29 +57,40 @@ impl<A: Aggregate> wit::GuestAggregate for GuestAggregate<A> {
     fn fold(&self, batch: wit_types::EventBatch) -> Result<(), wit_types::ReducerError> {
         let payloads = &batch.payloads;
         let mut aggregate = self.0.borrow_mut();
-        let mut bad_entry = None;
-        let events = batch.events.iter().map_while(|meta| {
+        // One UTF-8 check for the whole buffer rather than one per event:
+        // the payloads of a well-formed batch are each UTF-8, so their
+        // concatenation is too, and a payload whose bounds fall on character
+        // boundaries of a valid buffer is valid itself. When the buffer is
+        // not valid, each event is checked on its own to find the culprit.
+        let text = std::str::from_utf8(payloads).ok();
+        for meta in &batch.events {
             let start = meta.offset as usize;
-            let slice = start
+            let Some(end) = start
                 .checked_add(meta.len as usize)
-                .and_then(|end| payloads.get(start..end));
-            if slice.is_none() {
-                bad_entry = Some(meta.index);
-            }
-            Some(RawEvent {
-                index: meta.index,
-                recorded_at: meta.recorded_at,
-                payload: slice?,
-            })
-        });
-        let folded = crate::fold_raw(&mut *aggregate, events);
-        if let Some(index) = bad_entry {
-            return Err(wit_types::ReducerError::InvalidBatch(format!(
-                "event {index} lies outside the {} payload bytes",
-                payloads.len()
-            )));
+                .filter(|&end| end <= payloads.len())
+            else {
+                return Err(wit_types::ReducerError::InvalidBatch(format!(
+                    "event {} lies outside the {} payload bytes",
+                    meta.index,
+                    payloads.len()
+                )));
+            };
+            let folded = match text.and_then(|text| text.get(start..end)) {
+                Some(payload) => {
+                    crate::fold::apply(&mut *aggregate, meta.index, meta.recorded_at, payload)
+                }
+                None => crate::fold_raw(
+                    &mut *aggregate,
+                    [RawEvent {
+                        index: meta.index,
+                        recorded_at: meta.recorded_at,
+                        payload: &payloads[start..end],
+                    }],
+                ),
+            };
+            folded.map_err(into_wit)?;
         }
-        folded.map_err(into_wit)
+        Ok(())
     }
 
     fn to_json(&self) -> Result<Vec<u8>, wit_types::ReducerError> {

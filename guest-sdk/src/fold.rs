@@ -24,21 +24,36 @@ pub fn fold_raw<'a, A: Aggregate>(
     events: impl IntoIterator<Item = RawEvent<'a>>,
 ) -> Result<(), FoldError> {
     for raw in events {
-        let undecodable = |message: String| FoldError::UndecodableEvent {
+        let text = std::str::from_utf8(raw.payload).map_err(|e| FoldError::UndecodableEvent {
             index: raw.index,
-            message,
-        };
-        let text = std::str::from_utf8(raw.payload).map_err(|e| undecodable(e.to_string()))?;
-        let event = serde_json::from_str(text).map_err(|e| undecodable(e.to_string()))?;
-        let record = EventRecord::new(raw.index, raw.recorded_at, event);
-        aggregate
-            .validate(&record)
-            .map_err(|r| FoldError::RejectedEvent {
-                index: raw.index,
-                message: r.message().to_owned(),
-            })?;
-        aggregate.apply(&record);
+            message: e.to_string(),
+        })?;
+        apply(aggregate, raw.index, raw.recorded_at, text)?;
     }
+    Ok(())
+}
+
+/// Decodes one event from its UTF-8 JSON payload, validates it against the
+/// aggregate and applies it.
+#[inline]
+pub(crate) fn apply<A: Aggregate>(
+    aggregate: &mut A,
+    index: u64,
+    recorded_at: i64,
+    payload: &str,
+) -> Result<(), FoldError> {
+    let event = serde_json::from_str(payload).map_err(|e| FoldError::UndecodableEvent {
+        index,
+        message: e.to_string(),
+    })?;
+    let record = EventRecord::new(index, recorded_at, event);
+    aggregate
+        .validate(&record)
+        .map_err(|r| FoldError::RejectedEvent {
+            index,
+            message: r.message().to_owned(),
+        })?;
+    aggregate.apply(&record);
     Ok(())
 }
 

@@ -36,6 +36,19 @@
 //! only) the generated bindings the macro hides.
 
 mod aggregate;
+#[cfg(any(
+    test,
+    all(
+        target_arch = "wasm32",
+        feature = "fast-alloc",
+        not(target_feature = "atomics")
+    )
+))]
+#[allow(
+    unsafe_code,
+    reason = "a global allocator is unsafe by definition; see the module"
+)]
+mod alloc;
 mod error;
 mod fold;
 mod record;

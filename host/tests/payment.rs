@@ -164,6 +164,32 @@ fn an_undecodable_event_is_data_naming_its_index() {
     );
 }
 
+/// The sandbox checks a batch's payloads as UTF-8 once, all together; an
+/// event whose own bytes are not UTF-8 is still undecodable under its own
+/// index, after the event before it decoded. The second batch's two
+/// payloads are each half of one character: the whole buffer is valid, the
+/// events are not.
+#[test]
+fn a_payload_that_is_not_utf8_is_undecodable_even_when_the_batch_is() {
+    let seed = json(&seed_events());
+    for (bad, index) in [
+        (vec![b"{\"Authorized\":{\"amount\":5}}\xff".to_vec()], 1),
+        (vec![b"\"\xc3".to_vec(), b"\xa9\"".to_vec()], 1),
+    ] {
+        let mut fold = payment_reducer().start().unwrap();
+        let mut batch = eventlogs_host::runtime::EventBatch::default();
+        batch.push(0, 7, seed[0].as_bytes()).unwrap();
+        for (i, payload) in bad.iter().enumerate() {
+            batch.push(1 + i as u64, 8, payload).unwrap();
+        }
+        let err = fold.apply(&batch).unwrap_err();
+        assert!(
+            matches!(&err.kind, FailureKind::UndecodableEvent { index: i, message } if *i == index && message.contains("utf-8")),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn a_corrupt_cached_state_is_data() {
     let err = payment_reducer()
@@ -187,12 +213,19 @@ fn payment_event() -> impl Strategy<Value = PaymentEvent> {
                 approval_code
             }
         ),
-        (-10i64..8_000, "[ -~]{0,12}").prop_map(|(amount, statement_descriptor)| {
-            PaymentEvent::Captured {
-                amount,
-                statement_descriptor,
-            }
-        }),
+        // Printable ASCII (quotes and backslashes are escaped in JSON),
+        // and longer text with multi-byte characters: strings of every size
+        // the guest allocator sorts into classes, and past them.
+        (
+            -10i64..8_000,
+            prop_oneof!["[ -~]{0,12}", "[ -~é漢😀\n\t]{0,160}"]
+        )
+            .prop_map(|(amount, statement_descriptor)| {
+                PaymentEvent::Captured {
+                    amount,
+                    statement_descriptor,
+                }
+            }),
         (-10i64..8_000, "[a-z0-9]{0,8}").prop_map(|(amount, reference_number)| {
             PaymentEvent::Refunded {
                 amount,
