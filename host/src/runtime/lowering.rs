@@ -13,8 +13,9 @@
 //! ABI's, so reducers see no difference.
 //!
 //! This implements traits wasmtime documents as internal (`Lower`,
-//! `ComponentType`); the workspace pins wasmtime's exact version, and the
-//! tests below fold through it.
+//! `ComponentType`); the workspace pins wasmtime's exact version, and every
+//! fold of the test suite goes through it (`host/tests/payment.rs` compares
+//! folds in the sandbox with the native fold, batch by batch).
 
 use std::mem::MaybeUninit;
 
