@@ -46,14 +46,22 @@ pub(crate) fn apply<A: Aggregate>(
         index,
         message: e.to_string(),
     })?;
-    let record = EventRecord::new(index, recorded_at, event);
+    apply_record(aggregate, &EventRecord::new(index, recorded_at, event))
+}
+
+/// Validates one decoded event against the aggregate and applies it.
+#[inline]
+fn apply_record<A: Aggregate>(
+    aggregate: &mut A,
+    record: &EventRecord<A::Event>,
+) -> Result<(), FoldError> {
     aggregate
-        .validate(&record)
+        .validate(record)
         .map_err(|r| FoldError::RejectedEvent {
-            index,
+            index: record.index(),
             message: r.message().to_owned(),
         })?;
-    aggregate.apply(&record);
+    aggregate.apply(record);
     Ok(())
 }
 
@@ -65,14 +73,7 @@ pub fn fold<'a, A: Aggregate>(
 where
     A::Event: 'a,
 {
-    for record in records {
-        aggregate
-            .validate(record)
-            .map_err(|r| FoldError::RejectedEvent {
-                index: record.index(),
-                message: r.message().to_owned(),
-            })?;
-        aggregate.apply(record);
-    }
-    Ok(())
+    records
+        .into_iter()
+        .try_for_each(|record| apply_record(aggregate, record))
 }
