@@ -64,6 +64,8 @@ async fn the_cache_works_on_a_cluster_and_survives_a_node_stopping() {
     });
     settings.redis_url = Some(cluster.url());
     settings.redis_prefix = format!("eventlogs-e2e-{}:", uuid::Uuid::now_v7());
+    // No aggregates kept in memory: every reduce reads the cluster.
+    settings.memory_cache_bytes = 0;
     let daemon = TestDaemon::start(settings).await;
 
     let mut logs = Vec::new();

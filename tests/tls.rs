@@ -124,6 +124,8 @@ async fn redis_over_tls_with_a_private_certificate_authority() {
     settings.redis_url = Some(format!("rediss://127.0.0.1:{port}/"));
     settings.redis_prefix = format!("eventlogs-e2e-{}:", uuid::Uuid::now_v7());
     settings.redis_ca_file = Some(dir.join("ca.pem"));
+    // No aggregates kept in memory: every reduce reads Redis.
+    settings.memory_cache_bytes = 0;
     let trusting = TestDaemon::start(settings.clone()).await;
     let reduced = create_and_reduce(&trusting).await;
     // The create wrote its aggregate through to Redis, over TLS.

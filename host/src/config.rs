@@ -50,7 +50,8 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTLOGS_CACHE_SECRET", hide_env_values = true)]
     pub cache_secret: Option<String>,
 
-    /// Size of the in-process cache, in bytes (when no Redis is set).
+    /// Bytes of aggregates cached in this process: the whole cache when no
+    /// Redis is set, a tier in front of Redis when one is (0: none).
     #[arg(long, env = "EVENTLOGS_MEMORY_CACHE_BYTES", default_value_t = 64 << 20)]
     pub memory_cache_bytes: u64,
 

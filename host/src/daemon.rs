@@ -117,6 +117,7 @@ impl Daemon {
             page_bytes: config.page_bytes,
             cache_min_events: config.cache_min_events,
             cache_ttl: config.cache_ttl_secs.map(Duration::from_secs),
+            near_cache_bytes: config.memory_cache_bytes,
             deploy_sample_logs: config.deploy_sample_logs,
             deploy_replay_budget: Duration::from_millis(config.deploy_replay_budget_ms),
             reducer_concurrency: config.reducer_concurrency as usize,

@@ -124,7 +124,8 @@ async fn unknown_logs_and_reducers_are_errors(parts: Parts) {
 }
 
 async fn unusable_cache_entries_fold_from_the_start(parts: Parts) {
-    let m = &parts.manager;
+    // Entries are spoiled in the shared cache: a manager reading it alone.
+    let m = &parts.reader();
     let log_id = LogId::new();
     let events = [
         json!({"Authorized": {"amount": 500}}),
@@ -285,7 +286,8 @@ async fn forged_and_stale_cache_entries_are_ignored_and_counted() {
     let shared =
         |secret| Arc::new(RedisCache::new(common::manager::SHARED_REDIS, &prefix, secret).unwrap());
     let parts = parts(store, shared(common::cache_secret()), 2).await;
-    let m = &parts.manager;
+    // Entries are forged in Redis: a manager reading it alone.
+    let m = &parts.reader();
     let log_id = LogId::new();
     let events = [
         json!({"Authorized": {"amount": 500}}),
@@ -381,19 +383,119 @@ async fn an_unreachable_cache_changes_nothing() {
         .create(Some(log_id), "payment", evs(&events), None)
         .await
         .unwrap();
+    // This process kept the aggregate it failed to write through.
+    let reduced = parts.manager.reduce(log_id, None).await.unwrap();
+    assert_eq!((reduced.from_cache, reduced.through_index), (true, 1));
+    assert_eq!(amount(&reduced, "amount_outstanding"), 400);
+    // Another process has nothing but the unreachable cache.
+    let reader = parts.reader();
     for _ in 0..2 {
-        let reduced = parts.manager.reduce(log_id, None).await.unwrap();
+        let reduced = reader.reduce(log_id, None).await.unwrap();
         assert_eq!((reduced.from_cache, reduced.through_index), (false, 1));
         assert_eq!(amount(&reduced, "amount_outstanding"), 400);
     }
     assert!(
-        parts
-            .manager
+        reader
             .cache_counters()
             .errors
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 2
     );
+}
+
+/// With Redis as the cache, a reduce answers from the aggregate this
+/// process folded last, kept in memory, when the log's metadata shows it
+/// folded through the log's last event: the shared entry is not read (a
+/// spoiled one changes nothing). When another process appended since, the
+/// reduce reads the shared cache and resumes from the entry reaching
+/// further, so it sees every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reduces_answer_from_memory_and_see_other_processes_appends() {
+    let Some(parts) = common::manager::on_postgres_and_redis(100).await else {
+        return;
+    };
+    let first = &parts.manager;
+    let second = eventlogs_host::log_manager::LogManager::new(
+        parts.store.clone(),
+        parts.cache.clone(),
+        parts.registry.clone(),
+        Default::default(),
+    );
+    let log_id = LogId::new();
+    first
+        .create(
+            Some(log_id),
+            "payment",
+            evs(&[json!({"Authorized": {"amount": 500}})]),
+            None,
+        )
+        .await
+        .unwrap();
+    let honest = first.reduce(log_id, None).await.unwrap();
+    assert_eq!((honest.from_cache, honest.events_folded), (true, 0));
+    let key = CacheKey {
+        reducer: "payment".into(),
+        version: honest.reducer_version,
+        log_id,
+    };
+    let stored = first.load(log_id, 0, 1).await.unwrap().remove(0);
+    let spoiled = CachedReduction {
+        through_index: 0,
+        reduced_at: 0,
+        anchor: Anchor {
+            position: stored.position,
+            recorded_at: stored.recorded_at,
+        },
+        aggregate: r#"{"bogus":true}"#.into(),
+    };
+    parts.cache.put(&key, &spoiled, None).await.unwrap();
+    let hits = first.cache_counters().hits.load(Ordering::Relaxed);
+    let reduced = first.reduce(log_id, None).await.unwrap();
+    assert_eq!(
+        reduced.aggregate, honest.aggregate,
+        "the shared entry was not read"
+    );
+    assert_eq!((reduced.from_cache, reduced.events_folded), (true, 0));
+    assert_eq!(
+        first.cache_counters().hits.load(Ordering::Relaxed),
+        hits + 1
+    );
+    // The spoiled entry is what a process without that memory would read.
+    let by_reader = parts.reader().reduce(log_id, None).await.unwrap();
+    assert_eq!(by_reader.aggregate, spoiled.aggregate);
+
+    // Another process appends (writing through to Redis): this one's
+    // memory is behind the log's end, so the shared entry is read.
+    second
+        .append(Append {
+            log_id,
+            events: evs(&[json!({"Captured": {"amount": 100}})]),
+            expected_last_index: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let moved = first.reduce(log_id, None).await.unwrap();
+    assert_eq!(moved.through_index, 1);
+    assert_eq!(amount(&moved, "amount_captured"), 100);
+    assert_eq!((moved.from_cache, moved.events_folded), (true, 0));
+
+    // With no shared entry further than its own (the spoiled one reaches
+    // as far), the reduce resumes from its own and folds the rest.
+    second
+        .append(Append {
+            log_id,
+            events: evs(&[json!({"Captured": {"amount": 50}})]),
+            expected_last_index: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    parts.cache.put(&key, &spoiled, None).await.unwrap();
+    let resumed = first.reduce(log_id, None).await.unwrap();
+    assert_eq!(resumed.through_index, 2);
+    assert_eq!(amount(&resumed, "amount_captured"), 150);
+    assert_eq!((resumed.from_cache, resumed.events_folded), (true, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,17 @@ impl Daemon {
     /// Starts `eventlogs serve` with the payment and counter reducers deployed.
     pub async fn start(database: &str) -> Self {
         let prefix = format!("eventlogs-bench-{}:", uuid::Uuid::now_v7());
+        Self::start_with(database, prefix).await
+    }
+
+    /// Another daemon on the same database and Redis keys, as a second
+    /// process behind a load balancer is: what it writes, this one has
+    /// never folded.
+    pub async fn beside(&self, database: &str) -> Self {
+        Self::start_with(database, self.redis_prefix.clone()).await
+    }
+
+    async fn start_with(database: &str, prefix: String) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eventlogs"))
             .args([
                 "serve",

@@ -349,14 +349,16 @@ pub struct Reduce {
     pub cached: Latencies,
 }
 
-/// Reduce latency of a `events`-event log: uncached (its cache entry
-/// deleted in Redis under `prefix`) and right after an append.
-pub async fn reduce_latency(client: &Client, prefix: &str, events: u64) -> Reduce {
+/// Reduce latency of a `events`-event log: uncached (written through
+/// `writer`, another daemon on the same database and Redis keys, then its
+/// cache entry deleted in Redis under `prefix`, so the daemon measured has
+/// nothing of it anywhere) and right after an append through `client`.
+pub async fn reduce_latency(client: &Client, writer: &Client, prefix: &str, events: u64) -> Reduce {
     const ROUNDS: usize = 5;
     let mut uncached = Vec::new();
     let mut cached = Vec::new();
     for _ in 0..ROUNDS {
-        let log = long_log(client, events).await;
+        let log = long_log(writer, events).await;
         crate::daemon::evict(prefix, &log).await;
         let t = Instant::now();
         let reduced = client.reduce(&log).await;

@@ -65,6 +65,11 @@ pub struct LogManagerOptions {
     pub cache_min_events: u64,
     /// How long cached reductions live; `None` keeps them until evicted.
     pub cache_ttl: Option<Duration>,
+    /// Bytes of aggregates this process keeps in memory in front of a
+    /// remote cache, so that appends and reduces of them skip its round
+    /// trip (see `recent`); 0 keeps none. Unused when the cache is itself
+    /// in this process.
+    pub near_cache_bytes: u64,
     /// How many recently appended logs a deploy replays with the new version.
     pub deploy_sample_logs: u32,
     /// How long a deploy may spend replaying them.
@@ -93,6 +98,7 @@ impl Default for LogManagerOptions {
             page_bytes: 4 << 20,
             cache_min_events: 0,
             cache_ttl: None,
+            near_cache_bytes: 32 << 20,
             deploy_sample_logs: 100,
             deploy_replay_budget: Duration::from_secs(2),
             reducer_concurrency: 64,
@@ -215,7 +221,7 @@ pub struct Parts {
     flights: Arc<Flights>,
     /// Reduces that failed lately and would fail again.
     failed: Arc<FailedReduces>,
-    /// Aggregates appends wrote through, for the next append's validation.
+    /// Aggregates this process folded lately, in front of a remote cache.
     recent: RecentAggregates,
     /// The reducer name each log is bound to; a log's binding never
     /// changes, so entries never go stale.
@@ -249,7 +255,11 @@ impl LogManager {
         options: LogManagerOptions,
     ) -> Self {
         let admission = Admission::new(options.reducer_concurrency, options.reducer_queue_timeout);
-        let recent = RecentAggregates::new(!cache.is_in_process());
+        let near_bytes = match cache.is_in_process() {
+            true => 0,
+            false => options.near_cache_bytes,
+        };
+        let recent = RecentAggregates::new(near_bytes, options.cache_ttl);
         let feed = Feed::new(store.clone(), options.feed.clone());
         Self(Arc::new(Parts {
             feed,
@@ -357,9 +367,12 @@ impl LogManager {
     }
 
     /// What a reduce starts from: the log's metadata, its reducer (the
-    /// active version or `version`) and the cache's entry for it: read in
-    /// parallel with the metadata when the log's reducer is known in this
-    /// process, after it otherwise.
+    /// active version or `version`) and the cached entry to resume. When
+    /// the log's reducer is known in this process, the cache key is too:
+    /// an entry this process folded itself is looked up first and, if the
+    /// metadata shows it current, is the answer with no cache read; without
+    /// one, the shared cache is read in parallel with the metadata. An
+    /// unknown log's shared entry is read after its metadata.
     async fn reduce_inputs(
         &self,
         log_id: LogId,
@@ -374,28 +387,53 @@ impl LogManager {
                 }
             }
         };
+        let key = |reducer: &Reducer, name: &str| CacheKey {
+            reducer: name.to_owned(),
+            version: reducer.version(),
+            log_id,
+        };
         let Some(name) = self.bindings.get(&log_id) else {
-            // The reducer, so the cache key, is known only from the
-            // metadata: the entry is read after it.
             let info = self.info(log_id).await?;
             let reducer = resolve(&info.reducer).await?;
-            let key = CacheKey {
-                reducer: info.reducer.clone(),
-                version: reducer.version(),
-                log_id,
-            };
-            let entry = self.cache_entry(&key).await;
+            let key = key(&reducer, &info.reducer);
+            let entry = self.start_entry(&key, &info, self.recent.get(&key)).await;
             return Ok((info, reducer, entry));
         };
         // A log's reducer never changes.
         let reducer = resolve(&name).await?;
-        let key = CacheKey {
-            reducer: name.to_string(),
-            version: reducer.version(),
-            log_id,
-        };
+        let key = key(&reducer, &name);
+        if let Some(own) = self.recent.get(&key) {
+            let info = self.info(log_id).await?;
+            let entry = self.start_entry(&key, &info, Some(own)).await;
+            return Ok((info, reducer, entry));
+        }
         let (info, entry) = tokio::join!(self.info(log_id), self.cache_entry(&key));
         Ok((info?, reducer, entry))
+    }
+
+    /// The entry a reduce of the log `info` describes starts from, given
+    /// this process's own (`own`): that one if it is current; else the
+    /// shared cache is read (another process moved the log on, and its
+    /// write-through may be there), and the entry reaching further, within
+    /// the log, is resumed (this process's own where they reach as far).
+    async fn start_entry(
+        &self,
+        key: &CacheKey,
+        info: &LogInfo,
+        own: Option<CachedReduction>,
+    ) -> Option<CachedReduction> {
+        match own {
+            Some(own) if is_current(info, &own) => Some(own),
+            own => {
+                let shared = self.cache_entry(key).await;
+                // The last of the furthest wins: `own` on a tie.
+                shared
+                    .into_iter()
+                    .chain(own)
+                    .filter(|entry| entry.through_index <= info.last_index)
+                    .max_by_key(|entry| entry.through_index)
+            }
+        }
     }
 
     /// The answer of a reduce whose cache entry is current (see
@@ -436,6 +474,10 @@ impl LogManager {
         let _turn = self.admission.enter(&info.reducer).await?;
         let cached = self.usable(entry, end);
         let at_end = self.fold_from(&reducer, &key, log_id, cached, end).await?;
+        if !at_end.from_cache {
+            // Whatever this process held under the key proved unusable.
+            self.recent.forget(&key);
+        }
         // A log always holds at least its creating event.
         let through_index = at_end
             .through_index
@@ -524,6 +566,7 @@ impl LogManager {
     /// policy and the host's allow it.
     fn cache_in_background(&self, key: CacheKey, end: (u64, Anchor), folded: &Folded) {
         if let Some(entry) = self.worth_caching(end, folded) {
+            self.recent.put(&key, &entry);
             let manager = self.clone();
             self.cache_writes
                 .spawn(async move { manager.put_cached(&key, &entry).await });
@@ -575,13 +618,16 @@ fn current_entry(
     info: &LogInfo,
     entry: Option<CachedReduction>,
 ) -> Result<CachedReduction, Option<CachedReduction>> {
-    let current = |cached: &CachedReduction| {
-        cached.through_index == info.last_index && info.last_event == Some(cached.anchor)
-    };
     match entry {
-        Some(cached) if current(&cached) => Ok(cached),
+        Some(cached) if is_current(info, &cached) => Ok(cached),
         other => Err(other),
     }
+}
+
+/// Whether `cached` was folded through the very event the log `info`
+/// describes ends with.
+fn is_current(info: &LogInfo, cached: &CachedReduction) -> bool {
+    cached.through_index == info.last_index && info.last_event == Some(cached.anchor)
 }
 
 /// A tracker that is closed from the start: it still tracks every task

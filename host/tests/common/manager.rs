@@ -27,6 +27,30 @@ pub struct Parts {
     pub registry: Arc<Registry>,
     /// Its event store.
     pub store: Arc<dyn EventStore>,
+    /// Its options.
+    pub options: LogManagerOptions,
+}
+
+impl Parts {
+    /// Another manager on the same parts that keeps no aggregates in
+    /// memory: every reduce reads the shared cache, as a daemon started
+    /// with `--memory-cache-bytes 0` does.
+    #[allow(
+        dead_code,
+        reason = "not every test binary reads the shared cache alone"
+    )]
+    pub fn reader(&self) -> LogManager {
+        let options = LogManagerOptions {
+            near_cache_bytes: 0,
+            ..self.options.clone()
+        };
+        LogManager::new(
+            self.store.clone(),
+            self.cache.clone(),
+            self.registry.clone(),
+            options,
+        )
+    }
 }
 
 /// A manager over `store` (also its reducer catalog) and `cache`, with the
@@ -48,8 +72,14 @@ where
         ..Default::default()
     };
     Parts {
-        manager: LogManager::new(store.clone(), cache.clone(), registry.clone(), options),
+        manager: LogManager::new(
+            store.clone(),
+            cache.clone(),
+            registry.clone(),
+            options.clone(),
+        ),
         cache,
+        options,
         registry,
         store,
     }
