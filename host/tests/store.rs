@@ -787,3 +787,40 @@ async fn postgres_log_ends_are_updated_in_place() {
         .unwrap();
     assert_eq!(events, 0);
 }
+
+/// The PostgreSQL store's pools hand out a connection used within the last
+/// second without testing it first (a round trip before every query
+/// otherwise), and test one idle longer: after the server dropped every
+/// connection, as a restart does, a read and a write after a second's
+/// quiet both succeed on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_dropped_are_replaced_after_a_quiet_second() {
+    use sqlx::Connection;
+    use std::time::Duration;
+    let Some(url) = common::postgres_database().await else {
+        return;
+    };
+    let store: Store = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let log_id = create(&store, &[json!(0)]).await;
+    stored_now(store.write(append(log_id, &[json!(1)], None, None)).await);
+    assert_eq!(store.log(log_id).await.unwrap().last_index, 1);
+
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let dropped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        dropped >= 2,
+        "the reads' and the writer's connections: {dropped}"
+    );
+    admin.close().await.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(store.log(log_id).await.unwrap().last_index, 1);
+    let appended = stored_now(store.write(append(log_id, &[json!(2)], None, None)).await);
+    assert_eq!(appended.first_index, 2);
+}

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use std::str::FromStr;
 
-use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::{ConnectOptions, Connection};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -70,11 +70,8 @@ impl PostgresStore {
     /// Connects to `url` with up to `max_connections` connections and
     /// applies the migrations in `migrations/postgres`.
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
+        let pool = pool_options()
             .max_connections(max_connections)
-            // Fail fast while the database is down: requests get a 503
-            // rather than waiting out the default 30 s.
-            .acquire_timeout(Duration::from_secs(3))
             .connect_with(connect_options(url)?)
             .await
             .map_err(unavailable)?;
@@ -98,10 +95,7 @@ impl PostgresStore {
             move || async move {
                 // The writer runs one statement at a time; a second
                 // connection stands by for when the first breaks.
-                let pool = PgPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(3))
-                    .connect_lazy_with(options);
+                let pool = pool_options().max_connections(2).connect_lazy_with(options);
                 Arc::new(Executor::new(Pg { pool })) as Arc<dyn BatchWriter>
             },
             MAX_BATCH,
@@ -113,6 +107,31 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// A connection idle for less than this is handed out without a test.
+const TESTED_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// How the store's pools hand out connections. sqlx by default pings every
+/// connection before handing it out, a round trip before every query (it
+/// also pings each on release, which cannot be turned off); here only a
+/// connection idle for [`TESTED_AFTER_IDLE`] or longer is pinged, and a
+/// broken one is closed and another taken. A connection that broke within
+/// the last second fails its query with a 503 and is closed on release.
+/// Acquiring fails fast while the database is down (3 s, not the default
+/// 30 s), so requests get their 503 without waiting long.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(3))
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TESTED_AFTER_IDLE {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// The connection options `url` describes, with TLS only when it (or
