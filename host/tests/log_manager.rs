@@ -13,7 +13,7 @@ use common::{events as evs, plugin, sqlite};
 use eventlogs_host::LogId;
 use eventlogs_host::cache::redis::RedisCache;
 use eventlogs_host::cache::{Anchor, CacheKey, CacheSecret, CachedReduction, ReductionCache};
-use eventlogs_host::log_manager::{Append, LogError};
+use eventlogs_host::log_manager::{Append, LogError, LogManager, Reduction};
 use eventlogs_host::runtime::EventBatch;
 use eventlogs_host::store::StoreError;
 use serde_json::{Value, json};
@@ -403,6 +403,44 @@ async fn an_unreachable_cache_changes_nothing() {
     );
 }
 
+/// The cache key of `reduction`'s log and version.
+fn key_of(reduction: &Reduction) -> CacheKey {
+    CacheKey {
+        reducer: reduction.reducer.clone(),
+        version: reduction.reducer_version,
+        log_id: reduction.log_id,
+    }
+}
+
+/// A new payment log, created through `m`, of one authorization of 500.
+async fn authorized_payment(m: &LogManager) -> LogId {
+    let log_id = LogId::new();
+    m.create(
+        Some(log_id),
+        "payment",
+        evs(&[json!({"Authorized": {"amount": 500}})]),
+        None,
+    )
+    .await
+    .unwrap();
+    log_id
+}
+
+/// A cache entry anchored at the stored event `index` of `log_id`, whose
+/// aggregate is not a payment: whoever answers with it read it.
+async fn not_a_payment_through(m: &LogManager, log_id: LogId, index: u64) -> CachedReduction {
+    let stored = m.load(log_id, index, 1).await.unwrap().remove(0);
+    CachedReduction {
+        through_index: index,
+        reduced_at: 0,
+        anchor: Anchor {
+            position: stored.position,
+            recorded_at: stored.recorded_at,
+        },
+        aggregate: r#"{"bogus":true}"#.into(),
+    }
+}
+
 /// With Redis as the cache, a reduce answers from the aggregate this
 /// process folded last, kept in memory, when the log's metadata shows it
 /// folded through the log's last event: the shared entry is not read (a
@@ -415,39 +453,12 @@ async fn reduces_answer_from_memory_and_see_other_processes_appends() {
         return;
     };
     let first = &parts.manager;
-    let second = eventlogs_host::log_manager::LogManager::new(
-        parts.store.clone(),
-        parts.cache.clone(),
-        parts.registry.clone(),
-        Default::default(),
-    );
-    let log_id = LogId::new();
-    first
-        .create(
-            Some(log_id),
-            "payment",
-            evs(&[json!({"Authorized": {"amount": 500}})]),
-            None,
-        )
-        .await
-        .unwrap();
+    let second = parts.another();
+    let log_id = authorized_payment(first).await;
     let honest = first.reduce(log_id, None).await.unwrap();
     assert_eq!((honest.from_cache, honest.events_folded), (true, 0));
-    let key = CacheKey {
-        reducer: "payment".into(),
-        version: honest.reducer_version,
-        log_id,
-    };
-    let stored = first.load(log_id, 0, 1).await.unwrap().remove(0);
-    let spoiled = CachedReduction {
-        through_index: 0,
-        reduced_at: 0,
-        anchor: Anchor {
-            position: stored.position,
-            recorded_at: stored.recorded_at,
-        },
-        aggregate: r#"{"bogus":true}"#.into(),
-    };
+    let key = key_of(&honest);
+    let spoiled = not_a_payment_through(first, log_id, 0).await;
     parts.cache.put(&key, &spoiled, None).await.unwrap();
     let hits = first.cache_counters().hits.load(Ordering::Relaxed);
     let reduced = first.reduce(log_id, None).await.unwrap();
@@ -593,13 +604,8 @@ async fn appends_resume_from_their_own_write_through() {
         return;
     };
     let first = &parts.manager;
-    let second = eventlogs_host::log_manager::LogManager::new(
-        parts.store.clone(),
-        parts.cache.clone(),
-        parts.registry.clone(),
-        Default::default(),
-    );
-    let log_id = LogId::new();
+    let second = parts.another();
+    let log_id = authorized_payment(first).await;
     let capture = || evs(&[json!({"Captured": {"amount": 100}})]);
     let append = |expected| Append {
         log_id,
@@ -607,32 +613,9 @@ async fn appends_resume_from_their_own_write_through() {
         expected_last_index: expected,
         idempotency_key: None,
     };
-    first
-        .create(
-            Some(log_id),
-            "payment",
-            evs(&[json!({"Authorized": {"amount": 500}})]),
-            None,
-        )
-        .await
-        .unwrap();
     first.append(append(None)).await.unwrap();
-    let reduced = first.reduce(log_id, None).await.unwrap();
-    let key = CacheKey {
-        reducer: "payment".into(),
-        version: reduced.reducer_version,
-        log_id,
-    };
-    let stored = first.load(log_id, 1, 1).await.unwrap().remove(0);
-    let bogus = CachedReduction {
-        through_index: 1,
-        reduced_at: 0,
-        anchor: Anchor {
-            position: stored.position,
-            recorded_at: stored.recorded_at,
-        },
-        aggregate: r#"{"bogus":true}"#.into(),
-    };
+    let key = key_of(&first.reduce(log_id, None).await.unwrap());
+    let bogus = not_a_payment_through(first, log_id, 1).await;
     parts.cache.put(&key, &bogus, None).await.unwrap();
     let errors = first.cache_counters().errors.load(Ordering::Relaxed);
     let written = first.append(append(Some(1))).await.unwrap();

@@ -32,6 +32,18 @@ pub struct Parts {
 }
 
 impl Parts {
+    /// Another manager on the same parts, with memory of its own, as
+    /// another daemon process on the same database and cache is.
+    #[allow(dead_code, reason = "not every test binary runs two processes")]
+    pub fn another(&self) -> LogManager {
+        LogManager::new(
+            self.store.clone(),
+            self.cache.clone(),
+            self.registry.clone(),
+            self.options.clone(),
+        )
+    }
+
     /// Another manager on the same parts that keeps no aggregates in
     /// memory: every reduce reads the shared cache, as a daemon started
     /// with `--memory-cache-bytes 0` does.
