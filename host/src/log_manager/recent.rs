@@ -20,7 +20,8 @@ use moka::sync::Cache;
 
 use crate::cache::{CacheKey, CachedReduction};
 
-/// Recently folded aggregates, least recently used evicted first.
+/// Recently folded aggregates, bounded by bytes; moka's TinyLFU evicts the
+/// least often and least recently used first.
 #[derive(Clone)]
 pub(crate) struct RecentAggregates {
     entries: Option<Cache<CacheKey, CachedReduction>>,
