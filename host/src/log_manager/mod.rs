@@ -98,7 +98,7 @@ impl Default for LogManagerOptions {
             page_bytes: 4 << 20,
             cache_min_events: 0,
             cache_ttl: None,
-            near_cache_bytes: 32 << 20,
+            near_cache_bytes: 64 << 20,
             deploy_sample_logs: 100,
             deploy_replay_budget: Duration::from_secs(2),
             reducer_concurrency: 64,
@@ -255,9 +255,10 @@ impl LogManager {
         options: LogManagerOptions,
     ) -> Self {
         let admission = Admission::new(options.reducer_concurrency, options.reducer_queue_timeout);
-        let near_bytes = match cache.is_in_process() {
-            true => 0,
-            false => options.near_cache_bytes,
+        let near_bytes = if cache.is_in_process() {
+            0
+        } else {
+            options.near_cache_bytes
         };
         let recent = RecentAggregates::new(near_bytes, options.cache_ttl);
         let feed = Feed::new(store.clone(), options.feed.clone());
@@ -473,9 +474,11 @@ impl LogManager {
         let end = Some(info.last_index);
         let _turn = self.admission.enter(&info.reducer).await?;
         let cached = self.usable(entry, end);
+        let resumes = cached.is_some();
         let at_end = self.fold_from(&reducer, &key, log_id, cached, end).await?;
-        if !at_end.from_cache {
-            // Whatever this process held under the key proved unusable.
+        if resumes && !at_end.from_cache {
+            // The entry proved stale or unresumable: if it was this
+            // process's own, it goes (the fold's own entry replaces it).
             self.recent.forget(&key);
         }
         // A log always holds at least its creating event.
