@@ -276,7 +276,13 @@ fn checks_run_inline_end_as_each_would_alone() {
 /// the usual way and ends as it would alone.
 #[test]
 fn checks_that_trap_inline_end_as_they_would_alone() {
-    let rt = runtime(|_| {});
+    // No tick within the test: on a busy machine a tick could interrupt
+    // the check that should trap, and an interrupted check proves nothing
+    // about the version, so the next one would run inline again.
+    let rt = runtime(|limits| {
+        limits.epoch_tick = std::time::Duration::from_secs(3_600);
+        limits.call_timeout = limits.epoch_tick;
+    });
     let tokio = inline_runtime(2);
     let stateful = load(&rt, "fixture_stateful");
     let state = stateful.start().unwrap().finish().unwrap().json;

@@ -13,7 +13,9 @@ pub struct Limits {
     /// (checked every tick) it continues at the lowest, so calls that run
     /// long, such as a reducer looping until its deadline, give way to
     /// short ones. Counted in the call thread's CPU time, not wall-clock
-    /// time: a short call preempted on a busy machine is not demoted.
+    /// time: a short call preempted on a busy machine is not demoted. The
+    /// count starts at the first tick the call sees (a call that sees none
+    /// reads no clock), so a call is demoted up to one tick late.
     pub demote_after: Duration,
     /// How often the deadline clock ticks; a runaway call is stopped within
     /// `call_timeout` plus one tick.

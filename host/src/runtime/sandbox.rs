@@ -57,11 +57,18 @@ impl Drop for Sandbox {
 /// is wall-clock time; demotion counts the CPU time the call's thread used,
 /// so a short call that the scheduler preempted on a busy machine is never
 /// mistaken for a long one.
+///
+/// The CPU time is counted from the first epoch tick the call sees, not
+/// from its start: reading a thread's CPU time is a system call (Linux
+/// answers it outside the vDSO), and most calls last microseconds and see
+/// no tick, so they make none. A call is therefore demoted once it has used
+/// `demote_after` of CPU time after its first tick: up to one tick later
+/// than counted from its start, never earlier.
 #[derive(Debug, Default)]
 struct CallClock {
-    /// The thread's CPU time when the call started (when calls are
-    /// demoted at all).
-    cpu_at_start: Option<Duration>,
+    /// The thread's CPU time at the first tick the call saw, if it saw one
+    /// and calls are demoted at all.
+    cpu_at_first_tick: Option<Duration>,
     /// CPU time after which the call is demoted.
     demote_after: Duration,
     /// Ticks the call may still run after its current epoch deadline.
@@ -71,29 +78,41 @@ struct CallClock {
 }
 
 impl CallClock {
-    /// What to do at an epoch deadline: keep checking every tick until the
-    /// call has used `demote_after` of CPU time, then demote it and let it
-    /// run to its wall-clock deadline.
+    /// What to do at an epoch deadline: note the CPU time at the first
+    /// tick, then keep checking every tick until the call has used
+    /// `demote_after` of CPU time since, then demote it and let it run to
+    /// its wall-clock deadline.
     fn at_deadline(&mut self) -> UpdateDeadline {
         if self.ticks_left == 0 {
             return UpdateDeadline::Interrupt;
         }
-        if self.demoted || self.cpu_at_start.is_none() {
-            return UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left));
-        }
-        if !self.ran_long() {
-            self.ticks_left -= 1;
-            return UpdateDeadline::Continue(1);
+        let Some(first) = self.cpu_at_first_tick else {
+            self.cpu_at_first_tick = Some(thread_cpu_time());
+            return self.after_first_tick();
+        };
+        if self.demoted || thread_cpu_time().saturating_sub(first) < self.demote_after {
+            return self.after_first_tick();
         }
         self.demoted = true;
         threads::demote_current_thread();
         UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left))
     }
 
-    /// Whether the call has used `demote_after` of CPU time.
+    /// The next deadline after a tick that did not demote the call: the
+    /// next tick while it may still be demoted, else its wall-clock one.
+    fn after_first_tick(&mut self) -> UpdateDeadline {
+        if self.demoted {
+            return UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left));
+        }
+        self.ticks_left -= 1;
+        UpdateDeadline::Continue(1)
+    }
+
+    /// Whether the call has used `demote_after` of CPU time since its first
+    /// tick (a call that saw no tick has not: it made no system call).
     fn ran_long(&self) -> bool {
-        self.cpu_at_start
-            .is_some_and(|start| thread_cpu_time().saturating_sub(start) >= self.demote_after)
+        self.cpu_at_first_tick
+            .is_some_and(|first| thread_cpu_time().saturating_sub(first) >= self.demote_after)
     }
 }
 
@@ -158,14 +177,15 @@ impl Sandbox {
         if suspect {
             threads::demote_current_thread();
         }
-        let checks_cpu = demotes && !suspect;
+        // A call that is demoted, or may be, stops at its first tick to
+        // note the CPU time (see `CallClock`); `deadline` is then at least 2.
         store.data_mut().call = CallClock {
-            cpu_at_start: demotes.then(thread_cpu_time),
+            cpu_at_first_tick: None,
             demote_after: limits.demote_after,
-            ticks_left: if checks_cpu { deadline - demote } else { 0 },
+            ticks_left: if demotes { deadline - 1 } else { 0 },
             demoted: suspect,
         };
-        store.set_epoch_deadline(if checks_cpu { demote } else { deadline });
+        store.set_epoch_deadline(if demotes { 1 } else { deadline });
     }
 
     /// Notes how the call that just returned ended: badly if it trapped or
@@ -283,27 +303,51 @@ mod tests {
     }
 
     /// A call that waits (as a preempted one does) keeps its priority
-    /// however many ticks pass; one that computes for `demote_after` is
-    /// demoted and then runs to its deadline.
+    /// however many ticks pass; one that computes for `demote_after` after
+    /// its first tick is demoted and then runs to its deadline. What it
+    /// computed before its first tick is not counted.
     #[test]
-    fn demotion_counts_the_calls_cpu_time_not_the_ticks() {
+    fn demotion_counts_the_calls_cpu_time_from_its_first_tick() {
+        let spin = |duration: Duration| {
+            let started = thread_cpu_time();
+            while thread_cpu_time() - started < duration {
+                std::hint::black_box(0u64);
+            }
+        };
         let mut clock = CallClock {
-            cpu_at_start: Some(thread_cpu_time()),
+            cpu_at_first_tick: None,
             demote_after: Duration::from_millis(20),
             ticks_left: 100,
             demoted: false,
         };
+        spin(Duration::from_millis(25));
+        assert!(matches!(clock.at_deadline(), UpdateDeadline::Continue(1)));
+        assert!(!clock.demoted, "time before the first tick counted");
+        assert!(!clock.ran_long());
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(10));
             assert!(matches!(clock.at_deadline(), UpdateDeadline::Continue(1)));
         }
         assert!(!clock.demoted, "a waiting call was demoted");
-        let spin = thread_cpu_time();
-        while thread_cpu_time() - spin < Duration::from_millis(25) {
-            std::hint::black_box(0u64);
-        }
-        assert!(matches!(clock.at_deadline(), UpdateDeadline::Continue(95)));
+        spin(Duration::from_millis(25));
+        assert!(matches!(clock.at_deadline(), UpdateDeadline::Continue(94)));
         assert!(clock.demoted);
+        assert!(clock.ran_long());
+        assert!(matches!(clock.at_deadline(), UpdateDeadline::Interrupt));
+    }
+
+    /// A call that starts demoted notes the CPU time at its first tick and
+    /// then runs to its deadline: as many ticks in all as one that is not.
+    #[test]
+    fn a_call_started_demoted_keeps_its_deadline() {
+        let mut clock = CallClock {
+            cpu_at_first_tick: None,
+            demote_after: Duration::from_millis(20),
+            ticks_left: 9,
+            demoted: true,
+        };
+        assert!(matches!(clock.at_deadline(), UpdateDeadline::Continue(9)));
+        assert!(clock.cpu_at_first_tick.is_some());
         assert!(matches!(clock.at_deadline(), UpdateDeadline::Interrupt));
     }
 }
