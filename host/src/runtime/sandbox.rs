@@ -88,19 +88,19 @@ impl CallClock {
         }
         let Some(first) = self.cpu_at_first_tick else {
             self.cpu_at_first_tick = Some(thread_cpu_time());
-            return self.after_first_tick();
+            return self.next_deadline();
         };
         if self.demoted || thread_cpu_time().saturating_sub(first) < self.demote_after {
-            return self.after_first_tick();
+            return self.next_deadline();
         }
         self.demoted = true;
         threads::demote_current_thread();
         UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left))
     }
 
-    /// The next deadline after a tick that did not demote the call: the
+    /// The deadline after a tick that did not demote the call: the
     /// next tick while it may still be demoted, else its wall-clock one.
-    fn after_first_tick(&mut self) -> UpdateDeadline {
+    fn next_deadline(&mut self) -> UpdateDeadline {
         if self.demoted {
             return UpdateDeadline::Continue(std::mem::take(&mut self.ticks_left));
         }
