@@ -28,6 +28,7 @@ pub mod sqlite;
 pub mod subscriptions;
 
 mod batch;
+mod connection_loss;
 mod execute;
 mod fingerprint;
 mod group_commit;

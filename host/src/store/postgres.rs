@@ -30,6 +30,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::batch::Rows;
+use super::connection_loss;
 use super::execute::{self, Dialect, Exclusive, Executor, Read};
 use super::feed::{self, FeedFilter, FeedPage, FeedRow};
 use super::group_commit::{BatchWriter, GroupCommit};
@@ -116,18 +117,23 @@ const TESTED_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// connection before handing it out, a round trip before every query (it
 /// also pings each on release, which cannot be turned off); here only a
 /// connection idle for [`TESTED_AFTER_IDLE`] or longer is pinged, and a
-/// broken one is closed and another taken. A connection that broke within
-/// the last second fails its query with a 503 and is closed on release.
-/// Acquiring fails fast while the database is down (3 s, not the default
-/// 30 s), so requests get their 503 without waiting long.
+/// broken one is closed and another taken. A connection opened before the
+/// process last lost one (`connection_loss`) is closed instead of handed
+/// out, so after an outage the first request gets a new connection rather
+/// than one the outage broke. Acquiring fails fast while the database is
+/// down (3 s, not the default 30 s), so requests get their 503 without
+/// waiting long.
 fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
         .acquire_timeout(Duration::from_secs(3))
         .test_before_acquire(false)
         .before_acquire(|connection, meta| {
             Box::pin(async move {
+                if connection_loss::predates_last_loss(meta.age) {
+                    return Ok(false);
+                }
                 if meta.idle_for >= TESTED_AFTER_IDLE {
-                    connection.ping().await?;
+                    connection.ping().await.inspect_err(connection_loss::note)?;
                 }
                 Ok(true)
             })

@@ -198,8 +198,10 @@ pub(crate) fn index_bounds(from: u64, through: Option<u64>) -> (i64, i64) {
 
 /// A database failure, as the domain sees it: data the database refuses
 /// (SQLSTATE classes 22 and 23: a value out of range, a constraint) is the
-/// request's fault; anything else is an outage.
+/// request's fault; anything else is an outage. A lost connection is noted
+/// so that the pools stop reusing connections as old as it.
 pub(crate) fn unavailable(error: sqlx::Error) -> StoreError {
+    super::connection_loss::note(&error);
     if is_data_error(&error) {
         StoreError::Unstorable(error.to_string())
     } else {
