@@ -824,3 +824,46 @@ async fn connections_the_server_dropped_are_replaced_after_a_quiet_second() {
     let appended = stored_now(store.write(append(log_id, &[json!(2)], None, None)).await);
     assert_eq!(appended.first_index, 2);
 }
+
+/// After the server dropped every connection, the one request that finds
+/// out fails, and no other: a lost connection makes the pool replace every
+/// connection opened before it instead of handing each out to fail once,
+/// with no quiet second needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lost_connection_retires_every_older_one() {
+    use sqlx::Connection;
+    let Some(url) = common::postgres_database().await else {
+        return;
+    };
+    let postgres = PostgresStore::connect(&url).await.unwrap();
+    let pool = postgres.pool().clone();
+    let store: Store = Arc::new(postgres);
+    let log_id = create(&store, &[json!(0)]).await;
+    // Reads at once, so the pool holds several connections.
+    let reads = || futures_util::future::join_all((0..8).map(|_| store.log(log_id)));
+    assert!(reads().await.iter().all(Result::is_ok));
+    let pooled = pool.size();
+    assert!(pooled >= 3, "the pool holds {pooled} connections");
+
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.unwrap();
+
+    let mut failed = 0;
+    for _ in 0..pooled {
+        failed += usize::from(store.log(log_id).await.is_err());
+    }
+    assert!(
+        failed <= 1,
+        "{failed} reads failed after one lost connection"
+    );
+    assert!(reads().await.iter().all(Result::is_ok));
+    let appended = stored_now(store.write(append(log_id, &[json!(1)], None, None)).await);
+    assert_eq!(appended.first_index, 1);
+}
