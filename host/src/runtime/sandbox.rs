@@ -86,11 +86,11 @@ impl CallClock {
         if self.ticks_left == 0 {
             return UpdateDeadline::Interrupt;
         }
-        let Some(first) = self.cpu_at_first_tick else {
+        if self.cpu_at_first_tick.is_none() {
             self.cpu_at_first_tick = Some(thread_cpu_time());
             return self.next_deadline();
-        };
-        if self.demoted || thread_cpu_time().saturating_sub(first) < self.demote_after {
+        }
+        if self.demoted || !self.ran_long() {
             return self.next_deadline();
         }
         self.demoted = true;
