@@ -795,7 +795,6 @@ async fn postgres_log_ends_are_updated_in_place() {
 /// quiet both succeed on new connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_the_server_dropped_are_replaced_after_a_quiet_second() {
-    use sqlx::Connection;
     use std::time::Duration;
     let Some(url) = common::postgres_database().await else {
         return;
@@ -805,19 +804,11 @@ async fn connections_the_server_dropped_are_replaced_after_a_quiet_second() {
     stored_now(store.write(append(log_id, &[json!(1)], None, None)).await);
     assert_eq!(store.log(log_id).await.unwrap().last_index, 1);
 
-    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-    let dropped: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
-    )
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
+    let dropped = terminate_every_session(&url).await;
     assert!(
         dropped >= 2,
         "the reads' and the writer's connections: {dropped}"
     );
-    admin.close().await.unwrap();
 
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(store.log(log_id).await.unwrap().last_index, 1);
@@ -831,7 +822,6 @@ async fn connections_the_server_dropped_are_replaced_after_a_quiet_second() {
 /// with no quiet second needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_lost_connection_retires_every_older_one() {
-    use sqlx::Connection;
     let Some(url) = common::postgres_database().await else {
         return;
     };
@@ -845,15 +835,7 @@ async fn one_lost_connection_retires_every_older_one() {
     let pooled = pool.size();
     assert!(pooled >= 3, "the pool holds {pooled} connections");
 
-    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    admin.close().await.unwrap();
+    terminate_every_session(&url).await;
 
     let mut failed = 0;
     for _ in 0..pooled {
@@ -866,4 +848,20 @@ async fn one_lost_connection_retires_every_older_one() {
     assert!(reads().await.iter().all(Result::is_ok));
     let appended = stored_now(store.write(append(log_id, &[json!(1)], None, None)).await);
     assert_eq!(appended.first_index, 1);
+}
+
+/// Ends every other session on the database at `url`, as a server restart
+/// does; how many it ended.
+async fn terminate_every_session(url: &str) -> i64 {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    let ended = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.unwrap();
+    ended
 }
