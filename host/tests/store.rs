@@ -35,6 +35,8 @@ behaviours!(
     forgotten_keys_make_a_retry_a_new_request,
     pages_are_cut_at_their_byte_budget,
     a_read_streams_a_range_in_index_order,
+    a_long_read_returns_payloads_byte_for_byte,
+    a_long_read_dropped_early_leaves_the_store_usable,
 );
 
 fn payment(n: i64) -> Value {
@@ -166,6 +168,10 @@ async fn a_read_streams_a_range_in_index_order(store: Store) {
         }
     };
     assert_eq!(read(0, None).await, paged, "the whole log, as paged");
+    // Long bounded runs (read with COPY on PostgreSQL) and short ones.
+    assert_eq!(read(0, Some(2_499)).await, paged, "the whole log, bounded");
+    assert_eq!(read(0, Some(9_999)).await, paged, "bounded beyond the end");
+    assert_eq!(read(300, Some(2_200)).await, paged[300..=2_200]);
     assert_eq!(read(1_200, Some(1_202)).await, paged[1_200..=1_202]);
     assert_eq!(read(2_499, None).await, paged[2_499..]);
     assert!(read(2_500, None).await.is_empty(), "past the end");
@@ -173,6 +179,73 @@ async fn a_read_streams_a_range_in_index_order(store: Store) {
     let theirs: Vec<StoredEvent> = store.read(other, 0, None).try_collect().await.unwrap();
     assert_eq!(theirs.len(), 1, "only the log's own events");
     assert_eq!(theirs[0].payload, payment(-1).to_string());
+}
+
+/// A long read (a binary COPY on PostgreSQL) returns what a page returns,
+/// byte for byte, whatever the payloads hold.
+async fn a_long_read_returns_payloads_byte_for_byte(store: Store) {
+    use futures_util::TryStreamExt;
+    let mut texts: Vec<String> = [
+        r#"{"add": 18446744073709551617}"#,
+        r#""é\n\"\\""#,
+        "{ \"z\" : 1,\n  \"a\" : { \"y\": [1, 2.50, -0] }, \"z\": 2 }",
+        r#""\ud83d\ude00 \u00e9""#,
+        "\"\u{1F600} and \u{e9}\"",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    texts.extend((0..1_500).map(|n| payment(n).to_string()));
+    let payloads: Vec<Payload> = texts.iter().map(|t| Payload::parse(t).unwrap()).collect();
+    let log_id = LogId::new();
+    stored_now(
+        store
+            .write(Write::create(log_id, true, "payment", payloads.into()))
+            .await,
+    );
+    let paged = store.events(log_id, 0, 100_000, u64::MAX).await.unwrap();
+    let read: Vec<StoredEvent> = store
+        .read(log_id, 0, Some(texts.len() as u64 - 1))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(read, paged);
+    let back: Vec<&str> = read.iter().map(|e| e.payload.as_str()).collect();
+    assert_eq!(back, texts);
+}
+
+/// A long read stopped after a few events (a fold that failed, a stale
+/// cache entry) leaves every connection of the store usable: on
+/// PostgreSQL the rest of the COPY is read before its connection is
+/// reused.
+async fn a_long_read_dropped_early_leaves_the_store_usable(store: Store) {
+    use futures_util::{StreamExt, TryStreamExt};
+    let values: Vec<Value> = (0..3_000).map(payment).collect();
+    let log_id = create(&store, &values).await;
+    for _ in 0..4 {
+        let mut read = store.read(log_id, 0, Some(2_999));
+        for index in 0..10 {
+            assert_eq!(read.next().await.unwrap().unwrap().index, index);
+        }
+    }
+    let reads = (0..12).map(|_| async {
+        let info = store.log(log_id).await.unwrap();
+        let page = store.events(log_id, 2_990, 100, u64::MAX).await.unwrap();
+        (info.last_index, page.len())
+    });
+    for answer in futures_util::future::join_all(reads).await {
+        assert_eq!(answer, (2_999, 10));
+    }
+    let whole: Vec<StoredEvent> = store
+        .read(log_id, 0, Some(2_999))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(whole.len(), 3_000);
+    stored_now(
+        store
+            .write(append(log_id, &[payment(1)], Some(2_999), None))
+            .await,
+    );
 }
 
 async fn unknown_logs_are_not_found(store: Store) {

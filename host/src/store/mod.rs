@@ -29,6 +29,7 @@ pub mod subscriptions;
 
 mod batch;
 mod connection_loss;
+mod copy_out;
 mod execute;
 mod fingerprint;
 mod group_commit;

@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use super::batch::Rows;
 use super::connection_loss;
+use super::copy_out;
 use super::execute::{self, Dialect, Exclusive, Executor, Read};
 use super::feed::{self, FeedFilter, FeedPage, FeedRow};
 use super::group_commit::{BatchWriter, GroupCommit};
@@ -403,6 +404,11 @@ impl EventStore for PostgresStore {
 
     fn read(&self, log_id: LogId, from: u64, through: Option<u64>) -> EventStream<'_> {
         let (from, through) = index_bounds(from, through);
+        // A long bounded run (an uncached reduce) is read with a binary
+        // COPY, which spares the driver's per-row work.
+        if through != i64::MAX && through.saturating_sub(from) >= copy_out::COPY_MIN_EVENTS - 1 {
+            return copy_out::read(self.pool.clone(), log_id, from, through);
+        }
         // An index scan of the primary key streams in index order: no sort,
         // and rows arrive while the fold consumes them.
         sqlx::query_as::<_, LogEventRow>(READ_EVENTS)
@@ -507,7 +513,8 @@ mod tests {
     use crate::store::Events;
 
     /// On a new database, before any statistics exist, a log's events are
-    /// read by an index scan in index order: no bitmap scan, no sort.
+    /// read by an index scan in index order, by the prepared query and by
+    /// a long read's COPY: no bitmap scan, no sort.
     #[tokio::test]
     async fn a_log_is_read_by_index_scan_before_statistics_exist() {
         let Some(url) = eventlogs_test_env::postgres_database().await else {
@@ -537,6 +544,18 @@ mod tests {
                 .fetch_all(&store.pool)
                 .await
                 .unwrap();
+        assert_index_scan(&plan);
+        // A long read's COPY runs the same query with its values inline.
+        let select = copy_out::select(log_id, 0, EVENTS as i64 - 1);
+        let plan: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {select}")))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_index_scan(&plan);
+    }
+
+    fn assert_index_scan(plan: &[String]) {
         assert!(
             plan[0].starts_with("Index Scan using events_pkey"),
             "{plan:#?}"
