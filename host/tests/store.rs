@@ -59,6 +59,21 @@ async fn create(store: &Store, values: &[Value]) -> LogId {
     log_id
 }
 
+/// A new payment log whose events are these JSON texts, kept exactly.
+async fn create_exact(store: &Store, texts: &[impl AsRef<str>]) -> LogId {
+    let payloads: Vec<Payload> = texts
+        .iter()
+        .map(|t| Payload::parse(t.as_ref()).unwrap())
+        .collect();
+    let log_id = LogId::new();
+    stored_now(
+        store
+            .write(Write::create(log_id, true, "payment", payloads.into()))
+            .await,
+    );
+    log_id
+}
+
 fn append(log_id: LogId, values: &[Value], expected: Option<u64>, key: Option<&str>) -> Write {
     Write::append(log_id, expected, events(values)).with_key(key)
 }
@@ -195,13 +210,7 @@ async fn a_long_read_returns_payloads_byte_for_byte(store: Store) {
     .map(str::to_owned)
     .to_vec();
     texts.extend((0..1_500).map(|n| payment(n).to_string()));
-    let payloads: Vec<Payload> = texts.iter().map(|t| Payload::parse(t).unwrap()).collect();
-    let log_id = LogId::new();
-    stored_now(
-        store
-            .write(Write::create(log_id, true, "payment", payloads.into()))
-            .await,
-    );
+    let log_id = create_exact(&store, &texts).await;
     let paged = store.events(log_id, 0, 100_000, u64::MAX).await.unwrap();
     let read: Vec<StoredEvent> = store
         .read(log_id, 0, Some(texts.len() as u64 - 1))
@@ -532,13 +541,7 @@ async fn payloads_come_back_byte_for_byte(store: Store) {
         "{ \"z\" : 1,\n  \"a\" : { \"y\": [1, 2.50, -0], \"b\": null }, \"z\": 2 }",
         r#""\ud83d\ude00 \u00e9""#,
     ];
-    let payloads: Vec<Payload> = texts.iter().map(|t| Payload::parse(t).unwrap()).collect();
-    let log_id = LogId::new();
-    stored_now(
-        store
-            .write(Write::create(log_id, true, "payment", payloads.into()))
-            .await,
-    );
+    let log_id = create_exact(&store, &texts).await;
     let back: Vec<String> = store
         .events(log_id, 0, 100, u64::MAX)
         .await

@@ -98,8 +98,8 @@ impl Copying {
 impl Drop for Copying {
     fn drop(&mut self) {
         // Stopped early: the rest is read (and dropped) before the
-        // connection goes back to the pool. Without a runtime the
-        // connection is dropped unread and the driver closes it.
+        // connection goes back to the pool. (Reads run on the daemon's
+        // runtime; without one the stream is dropped as it is.)
         if let Some(mut chunks) = self.chunks.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
