@@ -341,7 +341,8 @@ pub async fn batches(client: &Client, clients: usize, size: usize, span: Duratio
     .await
 }
 
-/// Reduce latencies: 5 uncached reductions and 25 right after an append.
+/// Reduce latencies: one uncached reduction per log and five right after
+/// an append.
 pub struct Reduce {
     /// Reductions folding the whole log (its cache entry deleted first).
     pub uncached: Latencies,
@@ -349,15 +350,35 @@ pub struct Reduce {
     pub cached: Latencies,
 }
 
-/// Reduce latency of a `events`-event log: uncached (written through
-/// `writer`, another daemon on the same database and Redis keys, then its
-/// cache entry deleted in Redis under `prefix`, so the daemon measured has
-/// nothing of it anywhere) and right after an append through `client`.
-pub async fn reduce_latency(client: &Client, writer: &Client, prefix: &str, events: u64) -> Reduce {
-    const ROUNDS: usize = 5;
+impl Reduce {
+    /// All of `parts`' samples together.
+    pub fn merge(parts: Vec<Reduce>) -> Self {
+        let (uncached, cached) = parts
+            .into_iter()
+            .map(|part| (part.uncached.samples, part.cached.samples))
+            .unzip();
+        Self {
+            uncached: Latencies::merge(uncached, Duration::ZERO),
+            cached: Latencies::merge(cached, Duration::ZERO),
+        }
+    }
+}
+
+/// Reduce latency of `rounds` logs of `events` events: uncached (written
+/// through `writer`, another daemon on the same database and Redis keys,
+/// then its cache entry deleted in Redis under `prefix`, so the daemon
+/// measured has nothing of it anywhere) and right after an append through
+/// `client`.
+pub async fn reduce_latency(
+    client: &Client,
+    writer: &Client,
+    prefix: &str,
+    events: u64,
+    rounds: usize,
+) -> Reduce {
     let mut uncached = Vec::new();
     let mut cached = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         let log = long_log(writer, events).await;
         crate::daemon::evict(prefix, &log).await;
         let t = Instant::now();

@@ -125,11 +125,11 @@ impl ReductionCacheSerde<Approved> for JsonSerde {
 
 /// The seed's reduces on the same PostgreSQL and the Redis at `redis_url`
 /// (its `PostgresEventStore` and `RedisReductionCache`), measured as the
-/// daemon's are (`load::reduce_latency`): 5 logs of `events` events, each
-/// reduced once with nothing cached, then 5 times right after one more
-/// event was appended, from the aggregate the previous reduce cached.
-pub async fn reduces(database: &str, redis_url: &str, events: u64) -> Reduce {
-    const ROUNDS: usize = 5;
+/// daemon's are (`load::reduce_latency`): `rounds` logs of `events`
+/// events, each reduced once with nothing cached, then 5 times right after
+/// one more event was appended, from the aggregate the previous reduce
+/// cached.
+pub async fn reduces(database: &str, redis_url: &str, events: u64, rounds: usize) -> Reduce {
     let (admin, store) = store(database, None).await;
     let redis = deadpool_redis::Config::from_url(redis_url)
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))
@@ -142,7 +142,7 @@ pub async fn reduces(database: &str, redis_url: &str, events: u64) -> Reduce {
     let options = AppendOptions::default();
     let (mut uncached, mut cached) = (Vec::new(), Vec::new());
     let mut logs = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         let log_id = LogId::new();
         let mut state = seed.create(&log_id, &event, &options).await.unwrap();
         for _ in 1..events {
